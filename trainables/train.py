@@ -1,0 +1,215 @@
+"""One SSL trial, Ray-free: `train(config, report)` builds everything from a plain dict, trains,
+evaluates every epoch and hands each epoch's metrics and checkpoint to `report`."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from trainables.augment import Augmenter, recipe
+from trainables.config import trial_config
+from trainables.data import DataBundle, load_data
+from trainables.device import Placement, resolve_placement, set_threads
+from trainables.errors import ConfigError
+from trainables.evaluate import effective_rank, extract, knn_accuracy, linear_probe_accuracy, normalized_std
+from trainables.methods import METHODS, Method
+from trainables.models import build_backbone
+from trainables.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict, str], None]
+CHECKPOINT_FILE = "trial_state.pt"
+
+
+def log_report(metrics: dict, checkpoint_dir: str) -> None:
+    log.info("epoch %s: %s", metrics["epoch"], metrics)
+
+
+class Trial:
+    """Everything one trial owns; `run` is the epoch loop."""
+
+    def __init__(self, config: dict | DictConfig):
+        self.cfg = cfg = trial_config(config)
+        method_cls = METHODS.get(cfg.method, key="method")
+        kwargs = method_cls.parse_kwargs(OmegaConf.to_container(cfg.method_kwargs))
+        self.place: Placement = resolve_placement(cfg.device, cfg.precision, cfg.model.backbone)
+        self.threads = set_threads(cfg.cpus)
+        self.data: DataBundle = load_data(cfg.data)
+        self.steps_per_epoch = len(self.data.train) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the {len(self.data.train)} training images of {cfg.data.name}")
+
+        torch.manual_seed(cfg.seed)
+        backbone, repr_dim = build_backbone(cfg.model.backbone, self.data.channels, self.data.image_size, cfg.model.width)
+        self.method: Method = method_cls(backbone, repr_dim, cfg.model.projector, kwargs).to(self.place.device)
+        self.probe = nn.Linear(repr_dim, self.data.num_classes).to(self.place.device)
+        if self.place.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        groups = self.method.param_groups(cfg.optim.weight_decay, cfg.optim.exclude_bias_norm)
+        self.optimizer = build_optimizer(groups, cfg.optim, cfg.batch_size)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch, cfg.epochs)
+        self.probe_optimizer = torch.optim.AdamW(self.probe.parameters(), lr=cfg.eval.online_probe_lr, weight_decay=0.0)
+        self.augmenter = Augmenter(
+            recipe(cfg.data.name, cfg.data.augment), self.data.image_size, self.data.mean, self.data.std, self.place.device
+        )
+        self.epoch = 0
+        self.knn_acc_random_init: float | None = None
+
+    # --- one epoch -------------------------------------------------------------------------
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.place.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.place.channels_last else images
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x1, x2 = self.augmenter.views(self.to_device(images), gen)
+        with self.place.autocast():
+            loss, r1 = self.method.training_step(x1, x2)
+        labels = labels.to(self.place.device)
+        labeled = labels >= 0
+        probe_loss = F.cross_entropy(self.probe(r1.detach().float()[labeled]), labels[labeled]) if labeled.any() else 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.probe_optimizer.zero_grad(set_to_none=True)
+        (loss + probe_loss).backward()
+        self.optimizer.step()
+        self.probe_optimizer.step()
+        self.scheduler.step()
+        progress = self.scheduler.last_epoch / (self.steps_per_epoch * self.cfg.epochs)
+        self.method.after_optimizer_step(progress)
+        return loss.detach()
+
+    def train_epoch(self) -> tuple[float, float]:
+        """Returns mean loss and training samples per second."""
+        cfg = self.cfg
+        self.method.train()
+        # Shuffling and augmentation draw from generators seeded by (seed, epoch): an epoch
+        # replays identically whether or not the trial was resumed before it.
+        epoch_seed = cfg.seed * 1_000_003 + self.epoch
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(epoch_seed))
+        gen = torch.Generator(self.place.device).manual_seed(epoch_seed)
+        total = torch.zeros((), device=self.place.device)
+        start = time.perf_counter()
+        for images, labels in self.data.train.batches(cfg.batch_size, order, drop_last=True):
+            total += self.train_step(images, labels, gen)
+        mean_loss = float(total) / self.steps_per_epoch
+        return mean_loss, self.steps_per_epoch * cfg.batch_size / (time.perf_counter() - start)
+
+    # --- evaluation ------------------------------------------------------------------------
+    def features(self):
+        size = max(2 * self.cfg.batch_size, 512)
+        args = (self.augmenter, self.place.device, size, self.place.autocast)
+        return extract(self.method, self.data.eval_train, *args), extract(self.method, self.data.test, *args)
+
+    def knn(self, train_feats, train_labels, test_feats, test_labels) -> float:
+        e = self.cfg.eval
+        return knn_accuracy(train_feats, train_labels, test_feats, test_labels, e.knn_k, e.knn_temperature, self.data.num_classes)
+
+    def evaluate(self, final: bool) -> dict[str, float]:
+        (r_train, _, y_train), (r_test, z_test, y_test) = self.features()
+        with torch.no_grad():
+            online_acc = (self.probe(r_test).argmax(dim=1) == y_test).float().mean().item()
+        metrics = {
+            "knn_acc": self.knn(r_train, y_train, r_test, y_test),
+            "online_acc": online_acc,
+            "rank_repr": effective_rank(r_test),
+            "rank_emb": effective_rank(z_test),
+            "emb_std": normalized_std(z_test),
+        }
+        if final:
+            e = self.cfg.eval
+            metrics["linear_acc"] = linear_probe_accuracy(
+                r_train, y_train, r_test, y_test, self.data.num_classes, e.linear_probe_steps, e.linear_probe_weight_decay
+            )
+        return metrics
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "knn_acc_random_init": self.knn_acc_random_init,
+            "method": self.method.state_dict(),
+            "probe": self.probe.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "probe_optimizer": self.probe_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def save(self, directory: str) -> None:
+        torch.save(self.state_dict(), Path(directory) / CHECKPOINT_FILE)
+
+    def load(self, directory: str) -> None:
+        path = Path(directory) / CHECKPOINT_FILE
+        if not path.is_file():
+            raise ConfigError(f"resume: {path} not found; a trial checkpoint directory holds {CHECKPOINT_FILE}")
+        state = torch.load(path, map_location=self.place.device, weights_only=True)
+        self.method.load_state_dict(state["method"])
+        self.probe.load_state_dict(state["probe"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.probe_optimizer.load_state_dict(state["probe_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.epoch = state["epoch"]
+        self.knn_acc_random_init = state["knn_acc_random_init"]
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, report: Report) -> dict[str, float]:
+        if self.knn_acc_random_init is None:
+            (r_train, _, y_train), (r_test, _, y_test) = self.features()
+            self.knn_acc_random_init = self.knn(r_train, y_train, r_test, y_test)
+        metrics: dict[str, float] = {}
+        while self.epoch < self.cfg.epochs:
+            loss, samples_per_s = self.train_epoch()
+            self.epoch += 1
+            diverged = not math.isfinite(loss)
+            final = self.epoch == self.cfg.epochs or diverged
+            metrics = {"epoch": self.epoch, "loss": loss, **self.evaluate(final), "samples_per_s": samples_per_s,
+                       "lr": self.scheduler.get_last_lr()[0], "knn_acc_random_init": self.knn_acc_random_init}
+            if diverged:
+                metrics["diverged"] = 1.0
+            with tempfile.TemporaryDirectory(prefix="dualsweep-ckpt-") as checkpoint_dir:
+                self.save(checkpoint_dir)
+                report(metrics, checkpoint_dir)
+            if diverged:
+                log.warning("loss is %s at epoch %d: trial stopped", loss, self.epoch)
+                break
+        return metrics
+
+
+def train(config: dict | DictConfig, report: Report = log_report, resume_from: str | None = None) -> dict[str, float]:
+    """Run one trial. `report(metrics, checkpoint_dir)` is called after every epoch; the directory
+    is deleted when report returns, so a caller that keeps checkpoints copies it (Ray Tune's
+    `tune.report(checkpoint=Checkpoint.from_directory(d))` does). `resume_from` is such a copy."""
+    trial = Trial(config)
+    if resume_from:
+        trial.load(resume_from)
+    return trial.run(report)
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"]))
+    random.setstate(state["python"])
