@@ -1,11 +1,13 @@
 """The trial config: an OmegaConf structured config with defaults that validates a plain dict."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from trainables.errors import ConfigError
 
@@ -91,8 +93,15 @@ def trial_config(config: dict | DictConfig | None = None) -> DictConfig:
 
 
 def omegaconf_message(exc: OmegaConfBaseException) -> str:
+    """One line: the dotted key, what is wrong, and for an unknown key the keys allowed there."""
     key = getattr(exc, "full_key", None) or ""
     first_line = str(exc).splitlines()[0]
+    parent = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(parent):
+        allowed = ", ".join(f.name for f in dataclasses.fields(parent))
+        close = difflib.get_close_matches(str(exc.key), [f.name for f in dataclasses.fields(parent)], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{key}: unknown key{hint}; allowed here: {allowed}"
     return f"{key}: {first_line}" if key else first_line
 
 

@@ -149,6 +149,20 @@ def cifar(cfg: DictConfig, cls, num_classes: int, mean, std) -> DataBundle:
     return DataBundle(train, train, test, num_classes, 3, 32, mean, std)
 
 
+@DATASETS.register("cifar10")
+def cifar10(cfg: DictConfig) -> DataBundle:
+    from torchvision.datasets import CIFAR10
+
+    return cifar(cfg, CIFAR10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@DATASETS.register("cifar100")
+def cifar100(cfg: DictConfig) -> DataBundle:
+    from torchvision.datasets import CIFAR100
+
+    return cifar(cfg, CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
 @DATASETS.register("stl10")
 def stl10(cfg: DictConfig) -> DataBundle:
     """SSL on train+unlabeled (105k), kNN bank and probes on the 5k labeled train images."""

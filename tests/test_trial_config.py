@@ -1,0 +1,66 @@
+"""The trial config and `dualsweep train`: defaults, one-line errors, exit code 2."""
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli import main
+from trainables import ConfigError
+from trainables.config import trial_config
+
+
+def test_defaults_and_merge():
+    cfg = trial_config({"method": "vicreg", "optim": {"lr": 0.1}})
+    assert cfg.method == "vicreg" and cfg.optim.lr == 0.1 and cfg.optim.name == "sgd" and cfg.data.name == "digits"
+
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"epochz": 3}, "epochz: unknown key (did you mean epochs?)"),
+    ({"data": {"nme": "x"}}, "data.nme: unknown key (did you mean name?)"),
+    ({"epochs": "many"}, "epochs:"),
+    ({"epochs": 0}, "epochs: must be a positive integer"),
+    ({"optim": {"lr": 0}}, "optim.lr: must be > 0"),
+    ({"optim": {"name": "adam"}}, "optim.name: unknown value 'adam'; allowed: sgd, adamw, lars"),
+    ({"data": {"test_fraction": 1.5}}, "data.test_fraction"),
+    ({"optim": {"warmup_epochs": 100}}, "optim.warmup_epochs"),
+    ({"precision": "fp8"}, "precision: unknown value"),
+])
+def test_bad_values_name_the_key(config, fragment):
+    with pytest.raises(ConfigError) as info:
+        trial_config(config)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["method=simclrr"], "method: unknown value 'simclrr' (did you mean simclr?)"),
+    (["method_kwargs.tau=0.2"], "method_kwargs.tau: not a hyperparameter of simclr; allowed: temperature"),
+    (["method_kwargs.temperature=warm"], "method_kwargs.temperature"),
+    (["model.backbone=vit"], "model.backbone: unknown value 'vit'"),
+    (["model.projector=big"], "model.projector"),
+    (["data.name=imagenet"], "data.name: unknown value 'imagenet'"),
+    (["device=cuda"], "device: cuda requested"),
+    (["epochs"], "expected key=value"),
+])
+def test_cli_train_one_line_errors(argv, fragment, capsys):
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+
+
+def test_cli_train_runs_and_keeps_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    args = ["train", "epochs=2", "batch_size=256", "model.width=32", "model.projector=32-16", "--checkpoint-dir", str(ckpt)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "epoch=1" in out and "epoch=2" in out and "knn_acc: random init" in out
+    assert (ckpt / "trial_state.pt").is_file()
+    assert main(["train", "epochs=3", "batch_size=256", "model.width=32", "model.projector=32-16", "--resume", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch=3" in out and "epoch=1 " not in out
+
+
+def test_cli_error_has_no_traceback_in_a_real_process():
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", "optim.name=adam"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "dualsweep: error: optim.name: unknown value 'adam'; allowed: sgd, adamw, lars"
