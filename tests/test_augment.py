@@ -3,8 +3,10 @@ import dataclasses
 
 import torch
 
+import math
+
 from trainables.augment import (Augmenter, ViewRecipe, augment, color_jitter, gaussian_blur, grayscale,
-                                hsv_to_rgb, recipe, resized_crop_flip, rgb_to_hsv)
+                                hue_rotation, recipe, resized_crop_flip)
 
 PLAIN = ViewRecipe(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 
@@ -59,9 +61,15 @@ def test_grayscale_has_equal_channels_with_luma_weights():
     torch.testing.assert_close(g[:, 0], 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])
 
 
-def test_hsv_round_trip():
-    x = torch.rand(4, 3, 8, 8, generator=gen())
-    torch.testing.assert_close(hsv_to_rgb(*rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
+def test_hue_rotation_is_a_colour_wheel_rotation():
+    third = hue_rotation(torch.tensor([2 * math.pi / 3]))[0]
+    red = torch.tensor([1.0, 0.2, 0.0])
+    torch.testing.assert_close(third @ red, torch.tensor([0.0, 1.0, 0.2]), atol=1e-6, rtol=0)  # red -> green
+    angles = torch.rand(5, generator=gen()) * 2 - 1
+    rot = hue_rotation(angles)
+    torch.testing.assert_close(rot @ torch.ones(5, 3, 1), torch.ones(5, 3, 1))  # greys stay
+    torch.testing.assert_close(rot @ rot.transpose(1, 2), torch.eye(3).expand(5, 3, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(hue_rotation(torch.zeros(1))[0], torch.eye(3))
 
 
 def test_color_jitter_keeps_range_and_skips_unchosen_samples():
