@@ -2,6 +2,7 @@
 probes, and the held-out test split. In-memory where the data fits, lazily decoded for folders."""
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ class TensorImages:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device) -> "TensorImages":
+        return TensorImages(self.images.to(device), self.labels.to(device))
+
     def batches(self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False) -> Iterator:
         order = torch.arange(len(self)) if order is None else order
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
@@ -51,6 +55,9 @@ class FolderImages:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def to(self, device) -> "FolderImages":
+        return self  # decoded on the fly by DataLoader workers; batches move one at a time
+
     def batches(self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False) -> Iterator:
         sampler = None if order is None else order.tolist()
         loader = torch.utils.data.DataLoader(
@@ -70,6 +77,12 @@ class DataBundle:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def to(self, device) -> "DataBundle":
+        """In-memory images move to the device once, so batches are sliced and augmented there."""
+        moved = {id(s): s.to(device) for s in (self.train, self.eval_train, self.test)}
+        return dataclasses.replace(self, train=moved[id(self.train)], eval_train=moved[id(self.eval_train)],
+                                   test=moved[id(self.test)])
 
 
 def load_data(cfg: DictConfig) -> DataBundle:
