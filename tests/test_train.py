@@ -106,3 +106,12 @@ def test_batch_larger_than_dataset_is_a_config_error():
 def test_resume_from_a_directory_without_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match=CHECKPOINT_FILE):
         train(TINY, resume_from=str(tmp_path))
+
+
+def test_divergence_is_reported_and_ends_the_trial():
+    rec = Recorder()
+    # An absurd learning rate without warmup blows VICReg up within the first epoch.
+    config = {**TINY, "method": "vicreg", "epochs": 5, "optim": {"lr": 1e6, "warmup_epochs": 0}}
+    final = train(config, report=rec)
+    assert final["diverged"] == 1.0 and len(rec.metrics) < 5
+    assert rec.metrics[-1] is final

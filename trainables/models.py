@@ -1,12 +1,15 @@
 """Backbones, projectors and predictors."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torchvision
 from torch import nn
+from torch.nn.utils import parametrize
 
 from trainables.errors import ConfigError
-from trainables.registry import Registry
+from trainables.registry import Registry, unknown_name_message
 
 BACKBONES: Registry = Registry("model.backbone")
 
@@ -96,15 +99,95 @@ def build_projector(spec: str, in_dim: int) -> tuple[nn.Module, int]:
     return mlp_from_dims(in_dim, dims, last_bias=False), dims[-1]
 
 
-def build_predictor(kind: str, dim: int, hidden: int) -> nn.Module | None:
-    """none | linear (dim x dim, no bias) | mlp (dim-hidden-dim, BN+ReLU in between)."""
+class Symmetric(nn.Module):
+    """Parametrization W = (A + A^T) / 2: Tian et al.'s symmetric linear predictor."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return (a + a.T) / 2
+
+
+@dataclass(frozen=True)
+class DirectPredSettings:
+    # EMA rate of the correlation estimate F_hat.
+    rho: float = 0.3
+    # Added to every eigenvalue's p_j so that weak directions still pass through.
+    eps: float = 0.1
+    # Steps between two settings of the predictor from F_hat.
+    freq: int = 1
+    # Whether the predictor also trains by gradient between two settings.
+    trainable: bool = False
+
+
+class DirectPredPredictor(nn.Module):
+    """Tian et al.'s DirectPred: a bias-free linear predictor W_p = U diag(p) U^T set directly from
+    the eigendecomposition F_hat = U diag(s) U^T of the EMA correlation of its inputs, with
+    p_j = sqrt(max(s_j, 0) / max_j s_j) + eps, clamped at >= 1e-4 (the official code).
+
+    F_hat and the step counter are buffers, so they live in state_dict and survive a resume."""
+
+    def __init__(self, dim: int, settings: DirectPredSettings):
+        super().__init__()
+        self.settings = settings
+        self.weight = nn.Parameter(torch.eye(dim), requires_grad=settings.trainable)
+        self.register_buffer("correlation", torch.zeros(dim, dim))
+        self.register_buffer("observed_steps", torch.zeros((), dtype=torch.long))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.weight.T
+
+    @torch.no_grad()
+    def observe(self, *views: torch.Tensor) -> None:
+        """One training step's inputs (the online projector outputs of both views): update F_hat
+        with their uncentered correlation, and set the weight on the first step and every `freq`
+        steps after. Called before the predictor's forward, so the step's prediction uses it."""
+        f = torch.cat(views).detach().float()
+        batch_correlation = f.T @ f / len(f)
+        if self.observed_steps == 0:
+            # The official Accumulator starts from the first batch, not from zero.
+            self.correlation.copy_(batch_correlation)
+        else:
+            self.correlation.lerp_(batch_correlation, 1 - self.settings.rho)
+        if self.observed_steps % self.settings.freq == 0:
+            self.weight.copy_(directpred_weight(self.correlation, self.settings.eps))
+        self.observed_steps += 1
+
+
+def directpred_weight(correlation: torch.Tensor, eps: float) -> torch.Tensor:
+    """U diag(p) U^T from F_hat = U diag(s) U^T, p_j = sqrt(max(s_j, 0) / max_j s_j) + eps >= 1e-4."""
+    s, u = torch.linalg.eigh(correlation.double())
+    p = (s.clamp_min(0) / s.max().clamp_min(torch.finfo(s.dtype).tiny)).sqrt() + eps
+    p = p.clamp_min(1e-4)
+    return (u * p) @ u.T
+
+
+PREDICTORS = ("none", "linear", "mlp", "directpred")
+
+
+def build_predictor(
+    kind: str,
+    dim: int,
+    hidden: int,
+    symmetric: bool = False,
+    directpred: DirectPredSettings = DirectPredSettings(),
+) -> nn.Module | None:
+    """none | linear (dim x dim, no bias; symmetric: W = (A + A^T)/2) | mlp (dim-hidden-dim, BN+ReLU
+    in between) | directpred (DirectPredPredictor, symmetric PSD by construction)."""
+    if kind not in PREDICTORS:
+        raise ConfigError(unknown_name_message("method_kwargs.predictor", kind, list(PREDICTORS)))
+    if symmetric and kind not in ("linear", "directpred"):
+        raise ConfigError(
+            f"method_kwargs.predictor_symmetric: needs predictor=linear or directpred, got predictor={kind}"
+        )
     if kind == "none":
         return None
     if kind == "linear":
-        return nn.Linear(dim, dim, bias=False)
+        linear = nn.Linear(dim, dim, bias=False)
+        if symmetric:
+            parametrize.register_parametrization(linear, "weight", Symmetric())
+        return linear
     if kind == "mlp":
         return mlp_from_dims(dim, [hidden, dim], last_bias=True)
-    raise ConfigError(f"method_kwargs.predictor: unknown value {kind!r}; allowed: none, linear, mlp")
+    return DirectPredPredictor(dim, directpred)
 
 
 def is_norm_or_bias(name: str, param: torch.Tensor) -> bool:

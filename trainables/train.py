@@ -20,6 +20,7 @@ from trainables.augment import Augmenter, recipe
 from trainables.config import trial_config
 from trainables.data import DataBundle, load_data
 from trainables.device import Placement, resolve_placement, set_threads
+from trainables.diagnostics import garrido_metrics
 from trainables.errors import ConfigError
 from trainables.evaluate import effective_rank, extract, knn_accuracy, linear_probe_accuracy, normalized_std
 from trainables.methods import METHODS, Method
@@ -45,7 +46,7 @@ class Trial:
         kwargs = method_cls.parse_kwargs(OmegaConf.to_container(cfg.method_kwargs))
         self.place: Placement = resolve_placement(cfg.device, cfg.precision, cfg.model.backbone)
         self.threads = set_threads(cfg.cpus)
-        self.data: DataBundle = load_data(cfg.data)
+        self.data: DataBundle = load_data(cfg.data).to(self.place.device)
         self.steps_per_epoch = len(self.data.train) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the {len(self.data.train)} training images of {cfg.data.name}")
@@ -114,8 +115,8 @@ class Trial:
         e = self.cfg.eval
         return knn_accuracy(train_feats, train_labels, test_feats, test_labels, e.knn_k, e.knn_temperature, self.data.num_classes)
 
-    def evaluate(self, final: bool) -> dict[str, float]:
-        (r_train, _, y_train), (r_test, z_test, y_test) = self.features()
+    def evaluate(self, features, final: bool) -> dict[str, float]:
+        (r_train, _, y_train), (r_test, z_test, y_test) = features
         with torch.no_grad():
             online_acc = (self.probe(r_test).argmax(dim=1) == y_test).float().mean().item()
         metrics = {
@@ -124,6 +125,7 @@ class Trial:
             "rank_repr": effective_rank(r_test),
             "rank_emb": effective_rank(z_test),
             "emb_std": normalized_std(z_test),
+            **garrido_metrics(z_test),
         }
         if final:
             e = self.cfg.eval
@@ -171,17 +173,20 @@ class Trial:
         while self.epoch < self.cfg.epochs:
             loss, samples_per_s = self.train_epoch()
             self.epoch += 1
-            diverged = not math.isfinite(loss)
-            final = self.epoch == self.cfg.epochs or diverged
-            metrics = {"epoch": self.epoch, "loss": loss, **self.evaluate(final), "samples_per_s": samples_per_s,
-                       "lr": self.scheduler.get_last_lr()[0], "knn_acc_random_init": self.knn_acc_random_init}
+            features = self.features()
+            diverged = not math.isfinite(loss) or not all_finite(features)
             if diverged:
-                metrics["diverged"] = 1.0
+                # Nothing meaningful to evaluate: report the divergence and end the trial.
+                evaluation = {"knn_acc": math.nan, "online_acc": math.nan, "diverged": 1.0}
+            else:
+                evaluation = self.evaluate(features, final=self.epoch == self.cfg.epochs)
+            metrics = {"epoch": self.epoch, "loss": loss, **evaluation, "samples_per_s": samples_per_s,
+                       "lr": self.scheduler.get_last_lr()[0], "knn_acc_random_init": self.knn_acc_random_init}
             with tempfile.TemporaryDirectory(prefix="dualsweep-ckpt-") as checkpoint_dir:
                 self.save(checkpoint_dir)
                 report(metrics, checkpoint_dir)
             if diverged:
-                log.warning("loss is %s at epoch %d: trial stopped", loss, self.epoch)
+                log.warning("trial diverged at epoch %d (loss %s): stopped", self.epoch, loss)
                 break
         return metrics
 
@@ -194,6 +199,10 @@ def train(config: dict | DictConfig, report: Report = log_report, resume_from: s
     if resume_from:
         trial.load(resume_from)
     return trial.run(report)
+
+
+def all_finite(features) -> bool:
+    return all(bool(torch.isfinite(t).all()) for split in features for t in split[:2])
 
 
 def rng_state() -> dict[str, Any]:

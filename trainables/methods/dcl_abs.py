@@ -1,0 +1,9 @@
+from trainables.methods import register
+from trainables.methods.dcl import DCL
+
+
+@register
+class DCLAbs(DCL):
+    name = "dcl_abs"
+    source = "Garrido et al. 2023: DCL with |cos| for negative pairs"
+    negatives = "abs"

@@ -1,0 +1,9 @@
+from trainables.methods import register
+from trainables.methods.simclr import SimCLR
+
+
+@register
+class SimCLRAbs(SimCLR):
+    name = "simclr_abs"
+    source = "Garrido et al. 2023: SimCLR with |cos| for negative pairs"
+    negatives = "abs"
