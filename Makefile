@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/dualsweep train method=simclr data.name=digits epochs=30
+	$(BIN)/dualsweep run sweeps/quickstart.yaml
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from orchestrator.spec import SpecError, load_spec
 from trainables import ConfigError
 
 TABLE_COLUMNS = ("epoch", "loss", "knn_acc", "online_acc", "rank_repr", "rank_emb", "emb_std", "samples_per_s")
@@ -69,6 +70,75 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = load_spec(args.sweep, args.overrides, cluster_address=args.address)
+    from orchestrator.cells import expand_cells
+
+    cells = expand_cells(loaded.spec)
+    spec = loaded.spec
+    trials = len(cells) * (spec.search.trials_per_cell + len(spec.seeds))
+    print(f"{args.sweep}: valid; {len(cells)} cells, at most {trials} trials; sweep directory {loaded.sweep_dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = [*args.overrides, f"storage={args.storage}"] if args.storage else args.overrides
+    loaded = load_spec(args.sweep, overrides, cluster_address=args.address)
+    from orchestrator.sweep import describe_plan, ensure_new_sweep
+
+    ensure_new_sweep(loaded)
+    print(describe_plan(loaded), flush=True)
+    if args.dry_run:
+        return 0
+    from orchestrator.sweep import run_sweep
+
+    outcome = run_sweep(loaded, args.address, verbose=args.verbose)
+    return report_outcome(loaded.sweep_dir, outcome)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import find_sweep_dir, resume_sweep
+
+    sweep_dir = find_sweep_dir(args.sweep)
+    outcome = resume_sweep(sweep_dir, args.address, verbose=args.verbose)
+    return report_outcome(sweep_dir, outcome)
+
+
+def report_outcome(sweep_dir: Path, outcome) -> int:
+    from orchestrator.sweep import status_table
+
+    print(status_table(sweep_dir))
+    if outcome.errors:
+        print(f"{outcome.errors} of {outcome.trials} trials failed; their errors are in MLflow (status FAILED) "
+              f"and under {sweep_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import find_sweep_dir, status_table
+
+    print(status_table(find_sweep_dir(args.sweep)))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from orchestrator.spec import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    if args.sweep:
+        from orchestrator.sweep import find_sweep_dir, load_sweep_dir
+
+        uri = load_sweep_dir(find_sweep_dir(args.sweep)).spec.tracking.uri
+    # One worker: a personal UI; MLflow's default of 4 takes a minute to start on a small machine.
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
+    # exec: the UI server takes this process's place, so stopping it stops the server.
+    os.execv(sys.executable, command)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualsweep", description="Sweeps of contrastive and non-contrastive SSL methods.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +147,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="keep the latest epoch's checkpoint in this directory")
     p.add_argument("--resume", metavar="DIR", help="resume from a checkpoint directory written by --checkpoint-dir")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("validate", help="check a sweep file and report every error; starts nothing")
+    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. search.trials_per_cell=2")
+    p.add_argument("--address", help="the Ray cluster it will run on: resources are then not checked against this machine")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a sweep: per-cell search, then confirmation runs")
+    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. search.trials_per_cell=2")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else Ray on this machine)")
+    p.add_argument("--storage", help="folder (local or shared, e.g. NFS) under which the sweep directory is made")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the cells; start nothing")
+    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                   help="0: a line per finished trial; 1, 2: Ray Tune's own tables and worker logs")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a sweep after a crash, a kill, or on another cluster")
+    p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, or the sweep's YAML")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else Ray on this machine)")
+    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                   help="0: a line per finished trial; 1, 2: Ray Tune's own tables and worker logs")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="cells, trials by state, best per cell, read from the sweep directory")
+    p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, or the sweep's YAML")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ui", help="MLflow UI on the sweep store, bound to the loopback interface")
+    p.add_argument("sweep", nargs="?", help="sweep whose MLflow store to open (default: ./mlflow.db or MLFLOW_TRACKING_URI)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback exposes every run")
+    p.add_argument("--tracking-uri", help="MLflow store to open instead")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 
@@ -84,11 +188,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    progress = logging.getLogger("orchestrator.progress")
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+    progress.addHandler(logging.StreamHandler(sys.stdout))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (UserError, ConfigError) as exc:
         print(f"dualsweep: error: {exc}", file=sys.stderr)
+        return 2
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"dualsweep: error: {problem}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,117 @@
+"""What dualsweep costs: 20 short SSL trials (digits) through `dualsweep run` machinery against the
+same 20 trial configs called one after another in a plain loop, and how busy the machine's CPUs
+were during the sweep. Prints ratios, not a pass/fail.
+
+    .venv/bin/python benchmarks/sweep_overhead.py [--trials 20] [--epochs 3]
+
+Figures:
+- sweep wall: from the sweep's start (MLflow parent run, Optuna studies, Tuner) to its end, Ray
+  already running (its start-up is printed apart);
+- loop wall: the same configs (same threads per trial) through trainables.train in this process,
+  one after another;
+- overhead per trial: (sweep wall - loop wall / parallel slots) / trials: what the sweep took beyond
+  running the same trials side by side for free (target <= 0.5 s);
+- idle slot time per trial: (sweep wall x parallel slots - the trials' run time as Ray measured it)
+  / trials: the time a trial slot was not running a trial, start-up and shut-down included;
+- steady-state idle slot time per trial: the same from the first trial's start to the last one's
+  end (MLflow run times), i.e. without the fixed cost of starting the sweep and its workers;
+- busy: the machine's CPU busy fraction during the sweep from /proc/stat (target >= 80%); other
+  processes on the machine count too.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def sweep_yaml(directory: Path, trials: int, epochs: int) -> Path:
+    path = directory / "overhead.yaml"
+    path.write_text(
+        "name: overhead\n"
+        f"storage: {directory / 'runs'}\n"
+        f"tracking: {{uri: 'sqlite:///{directory / 'mlflow.db'}'}}\n"
+        f"trial: {{data: {{name: digits}}, model: {{width: 256, projector: 256-256-64}}, epochs: {epochs}, "
+        "batch_size: 128, optim: {warmup_epochs: 0}}\n"
+        "grid: {method: [simclr, vicreg]}\n"
+        f"search: {{trials_per_cell: {trials // 2}, sampler: random, params: {{optim.lr: {{type: loguniform, low: 0.02, high: 0.2}}}}}}\n"
+        "scheduler: {type: none}\n"
+        "seeds: []\n"
+    )
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20, help="an even number: two cells share them")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray.tune import ExperimentAnalysis
+
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep import TUNE_DIR, run_sweep
+    from trainables import train
+
+    cpus = os.cpu_count() or 1
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {cpus} CPUs")
+    with tempfile.TemporaryDirectory(prefix="dualsweep-bench-") as tmp:
+        directory = Path(tmp)
+        loaded = load_spec(sweep_yaml(directory, args.trials, args.epochs))
+        start = time.perf_counter()
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray_start = time.perf_counter() - start
+
+        busy0, total0 = cpu_times()
+        start = time.perf_counter()
+        outcome = run_sweep(loaded, address=None, verbose=0)
+        sweep_wall = time.perf_counter() - start
+        busy1, total1 = cpu_times()
+        busy = (busy1 - busy0) / (total1 - total0)
+        ray.shutdown()
+
+        trials = ExperimentAnalysis(str(loaded.sweep_dir / TUNE_DIR)).trials
+        trial_time = sum((t.last_result or {}).get("time_total_s", 0.0) for t in trials)
+        configs = [t.config["trial"] for t in trials]
+        client = MlflowClient(loaded.spec.tracking.uri)
+        experiment = client.get_experiment_by_name(loaded.spec.tracking.experiment).experiment_id
+        runs = client.search_runs([experiment], filter_string="tags.role = 'trial'")
+        steady_span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
+
+        start = time.perf_counter()
+        for config in configs:
+            # The threads a trial had under the sweep (its tune entry sets them from the Ray resources).
+            train(dict(config, cpus=int(loaded.spec.resources.cpu)), report=lambda metrics, checkpoint_dir: None)
+        loop_wall = time.perf_counter() - start
+
+    slots = int(cpus / loaded.spec.resources.cpu)
+    n = len(configs)
+    print(f"ray start-up: {ray_start:.1f} s (once per sweep)")
+    print(f"sweep: {n} trials ({outcome.errors} failed) in {sweep_wall:.1f} s, {slots} at a time")
+    print(f"plain loop: the same {n} trials in {loop_wall:.1f} s")
+    print(f"sweep / loop wall time: {sweep_wall / loop_wall:.2f} (ideal with {slots} slots: {1 / slots:.2f})")
+    print(f"overhead per trial: {(sweep_wall - loop_wall / slots) / n:+.2f} s (target <= 0.5 s)")
+    print(f"idle slot time per trial: {(sweep_wall * slots - trial_time) / n:.2f} s; in steady state "
+          f"(first trial start to last trial end, {steady_span:.1f} s): {(steady_span * slots - trial_time) / n:.2f} s")
+    print(f"CPU busy during the sweep: {busy:.0%} of {cpus} CPUs (target >= 80%)")
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other processes make every figure noisier)")
+
+
+if __name__ == "__main__":
+    main()

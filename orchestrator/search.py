@@ -1,0 +1,225 @@
+"""Per-cell search: a Ray Tune Searcher that routes every suggestion and result by grid cell to that
+cell's own Optuna study (ask/tell), then schedules each cell's confirmation runs.
+
+Search and confirmation share one Tuner: a cell's confirmation trials (its best search config x every
+confirmation seed) are suggested as soon as all of its search trials have ended, while other cells may
+still be searching.
+
+A trial that ASHA stops early is told to Optuna as PRUNED: ASHA judged it worse than its cell's peers
+at a rung, TPE ranks pruned trials below completed ones, and a partially trained score would not be
+comparable with fully trained ones. Only trials that ran every epoch can become a cell's best config.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import optuna
+from ray.tune.search import Searcher
+
+from orchestrator.cells import CONFIRM, SEARCH, SWEEP_KEY, Cell, build_trial_config, cell_params
+from orchestrator.spec import SearchParam, SweepSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialRecord:
+    cell: str
+    phase: str
+    key: str
+    epochs: int
+    params: dict[str, Any] = field(default_factory=dict)
+    # Search trials: the trial's number in its cell's Optuna study (= its index in the cell).
+    optuna_number: Optional[int] = None
+    finished: bool = False
+    # Ran every epoch without error; only such trials are candidates for a cell's best config.
+    complete: bool = False
+    value: Optional[float] = None
+
+
+def study_name(spec: SweepSpec, cell: Cell) -> str:
+    return f"{spec.name}.{cell.id}"
+
+
+def create_studies(spec: SweepSpec, cells: list[Cell], storage_url: str) -> None:
+    """One study per cell, created once by the driver before any trial (idempotent)."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    direction = "maximize" if spec.mode == "max" else "minimize"
+    for cell in cells:
+        study = optuna.create_study(study_name=study_name(spec, cell), storage=storage, direction=direction,
+                                    load_if_exists=True)
+        study.set_user_attr("cell", cell.label)
+        study.set_user_attr("metric", spec.metric)
+
+
+def sampler_for(spec: SweepSpec, cell: Cell, index: int) -> optuna.samplers.BaseSampler:
+    """A fresh sampler per suggestion, seeded from (sweep seed, cell, index): a sampler restored from
+    a pickle would replay its random stream, and this makes a re-asked suggestion reproducible."""
+    seed = zlib.crc32(f"{spec.seed}/{cell.id}/{index}".encode())
+    if spec.search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.search.sampler == "grid":
+        space = {key: p.choices for key, p in cell_params(spec, cell).items()}
+        return optuna.samplers.GridSampler(space, seed=seed)
+    # A cell's budget is small; TPE's default of 10 random start-up trials would use all of it.
+    startup = min(10, max(2, spec.search.trials_per_cell // 2))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+
+def suggest_value(trial: optuna.Trial, key: str, p: SearchParam) -> Any:
+    if p.type == "choice":
+        return trial.suggest_categorical(key, p.choices)
+    if p.type == "int":
+        return trial.suggest_int(key, int(p.low), int(p.high))
+    return trial.suggest_float(key, p.low, p.high, log=p.type == "loguniform")
+
+
+class CellSearcher(Searcher):
+    def __init__(self, spec: SweepSpec, cells: list[Cell], optuna_url: str):
+        super().__init__(metric=spec.metric, mode=spec.mode)
+        self.spec = spec
+        self.cells = cells
+        self.optuna_url = optuna_url
+        self.max_concurrent = 0
+        # Ray trial id -> record; saved with Ray's experiment snapshots (save/restore below).
+        self.trials: dict[str, TrialRecord] = {}
+        self._storage: Optional[optuna.storages.RDBStorage] = None
+        self._studies: dict[str, optuna.Study] = {}
+
+    def __getstate__(self) -> dict:
+        # The storage holds a database engine; it is reopened after unpickling.
+        return {**self.__dict__, "_storage": None, "_studies": {}}
+
+    # --- Tune's Searcher interface ------------------------------------------------------------
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
+        # Metric and mode come from the sweep spec; Tune does not call this again on restore.
+        return True
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        # Taken here rather than by a ConcurrencyLimiter, which drops completions of trials it
+        # no longer tracks after a restore.
+        self.max_concurrent = max_concurrent
+        return True
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        if self.max_concurrent and sum(not r.finished for r in self.trials.values()) >= self.max_concurrent:
+            return None
+        for cell in self.cells:
+            config = self.next_confirmation(trial_id, cell)
+            if config is not None:
+                return config
+        searching = [c for c in self.cells if self.count(c, SEARCH) < self.spec.search.trials_per_cell]
+        if searching:
+            # The cell with the fewest suggestions so far: cells advance together.
+            cell = min(searching, key=lambda c: (self.count(c, SEARCH), c.index))
+            return self.next_search(trial_id, cell)
+        if all(self.cell_done(cell) for cell in self.cells):
+            return Searcher.FINISHED
+        return None  # waiting for search trials to end before their cell can be confirmed
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        record = self.trials.get(trial_id)
+        if record is None:
+            log.warning("trial %s ended but the searcher never suggested it; ignored", trial_id)
+            return
+        value = (result or {}).get(self.spec.metric)
+        epochs_done = (result or {}).get("epoch", 0)
+        record.finished = True
+        record.value = None if error or value is None or not math.isfinite(value) else float(value)
+        record.complete = record.value is not None and epochs_done >= record.epochs
+        if record.phase != SEARCH:
+            return
+        study = self.study(record.cell)
+        if record.complete:
+            study.tell(record.optuna_number, record.value, skip_if_finished=True)
+        else:
+            state = optuna.trial.TrialState.FAIL if record.value is None else optuna.trial.TrialState.PRUNED
+            study.tell(record.optuna_number, state=state, skip_if_finished=True)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"trials": self.trials, "max_concurrent": self.max_concurrent}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.trials = state["trials"]
+        self.max_concurrent = state["max_concurrent"]
+
+    # --- routing by cell --------------------------------------------------------------------
+    def count(self, cell: Cell, phase: str, finished_only: bool = False) -> int:
+        return sum(r.cell == cell.id and r.phase == phase and (r.finished or not finished_only)
+                   for r in self.trials.values())
+
+    def search_ended(self, cell: Cell) -> bool:
+        return self.count(cell, SEARCH, finished_only=True) == self.spec.search.trials_per_cell
+
+    def best_search_record(self, cell: Cell) -> Optional[TrialRecord]:
+        candidates = [r for r in self.trials.values() if r.cell == cell.id and r.phase == SEARCH and r.complete]
+        if not candidates:
+            return None
+        sign = 1.0 if self.spec.mode == "max" else -1.0
+        return max(candidates, key=lambda r: sign * r.value)
+
+    def cell_done(self, cell: Cell) -> bool:
+        """Every trial this cell will have has been suggested."""
+        if not self.search_ended(cell):
+            return False
+        return self.best_search_record(cell) is None or self.count(cell, CONFIRM) == len(self.spec.seeds)
+
+    def next_confirmation(self, trial_id: str, cell: Cell) -> Optional[dict]:
+        done = self.count(cell, CONFIRM)
+        if not self.search_ended(cell) or done == len(self.spec.seeds):
+            return None
+        best = self.best_search_record(cell)
+        if best is None:
+            if done == 0:
+                log.warning("cell %s (%s): no search trial ran to the end; no confirmation runs", cell.id, cell.label)
+            return None
+        seed = self.spec.seeds[done]
+        config = build_trial_config(self.spec, cell.values, best.params, seed=seed)
+        record = TrialRecord(cell.id, CONFIRM, f"{cell.id}-confirm-seed{seed}", config["epochs"], dict(best.params))
+        return self.register(trial_id, cell, record, config, seed)
+
+    def next_search(self, trial_id: str, cell: Cell) -> dict:
+        index = self.count(cell, SEARCH)
+        key = f"{cell.id}-search-{index:03d}"
+        number, params = self.ask(cell, index, key)
+        config = build_trial_config(self.spec, cell.values, params, seed=None)
+        record = TrialRecord(cell.id, SEARCH, key, config["epochs"], params, optuna_number=number)
+        return self.register(trial_id, cell, record, config, config["seed"])
+
+    def register(self, trial_id: str, cell: Cell, record: TrialRecord, config: dict, seed: int) -> dict:
+        self.trials[trial_id] = record
+        where = {"sweep": self.spec.name, "cell": cell.id, "cell_label": cell.label, "phase": record.phase,
+                 "key": record.key, "method": cell.method, "family": cell.family, "seed": seed,
+                 "epochs": record.epochs}
+        return {"trial": config, SWEEP_KEY: where}
+
+    def ask(self, cell: Cell, index: int, key: str) -> tuple[int, dict[str, Any]]:
+        """The cell's index-th Optuna trial. Optuna's database runs ahead of Ray's snapshots: after a
+        restore, a trial asked but forgotten by Ray is taken up again rather than asked anew, so that
+        the study holds each search trial once."""
+        study = self.study(cell.id)
+        existing = study.get_trials(deepcopy=False)
+        if index < len(existing):
+            log.info("%s: taking up Optuna trial %d of a run forgotten by the last snapshot", key, index)
+            return existing[index].number, dict(existing[index].params)
+        study.sampler = sampler_for(self.spec, cell, index)
+        trial = study.ask()
+        params = {name: suggest_value(trial, name, p) for name, p in cell_params(self.spec, cell).items()}
+        trial.set_user_attr("trial_key", key)
+        return trial.number, params
+
+    def study(self, cell_id: str) -> optuna.Study:
+        if self._storage is None:
+            self._storage = optuna.storages.RDBStorage(self.optuna_url)
+        if cell_id not in self._studies:
+            cell = next(c for c in self.cells if c.id == cell_id)
+            self._studies[cell_id] = optuna.load_study(study_name=study_name(self.spec, cell), storage=self._storage)
+        return self._studies[cell_id]

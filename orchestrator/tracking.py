@@ -1,0 +1,210 @@
+"""MLflow on the driver: one parent run per sweep, one child run per trial, written by a Tune
+Callback through MlflowClient. The driver is the only writer, so a local sqlite store is safe and
+workers never need to reach the tracking server.
+
+Restores: Tune's snapshot of the trial -> run map can lag behind MLflow, so a trial's run is also
+found by its tags (sweep, trial_key), every write is safe to repeat, and epochs replayed from an older
+checkpoint are not logged twice."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from orchestrator.cells import SWEEP_KEY
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+    from orchestrator.spec import LoadedSpec
+
+log = logging.getLogger(__name__)
+# Ray's bookkeeping in a result, not the trial's metrics (elapsed time is kept).
+NOT_METRICS = (set(AUTO_RESULT_KEYS) - {"time_total_s"}) | {"done", "trial_id", "should_checkpoint",
+                                                             "checkpoint_dir_name", "iterations_since_restore"}
+MAX_PARAM_LENGTH = 6000
+# Tags on every child run, from the trial's place in the sweep.
+RUN_TAGS = ("sweep", "cell", "cell_label", "phase", "method", "family", "seed")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+
+
+def artifact_location(uri: str, experiment: str) -> Optional[str]:
+    """With a local sqlite store, artifacts go beside the database; MLflow's default would be
+    ./mlruns of whatever directory first created the experiment. A server decides for itself."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix):]).parent / "mlartifacts" / experiment).as_uri()
+
+
+def find_runs(client: MlflowClient, experiment: str, **tags: str) -> list:
+    query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
+    return client.search_runs([experiment], filter_string=query, max_results=1000)
+
+
+def start_parent_run(loaded: LoadedSpec, cells: int, trials: int) -> tuple[str, str]:
+    """The sweep's parent run (created once; a resume finds it again). Returns (experiment, run)."""
+    spec = loaded.spec
+    client = MlflowClient(spec.tracking.uri)
+    experiment = experiment_id(client, spec.tracking.uri, spec.tracking.experiment)
+    existing = find_runs(client, experiment, sweep=spec.name, role="sweep")
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return experiment, run_id
+    run = client.create_run(experiment, run_name=spec.name, tags={
+        "sweep": spec.name, "role": "sweep", "mlflow.note.content": spec.description,
+    })
+    params = {"trainable": spec.trainable, "metric": spec.metric, "mode": spec.mode, "cells": cells,
+              "planned_trials": trials, "trials_per_cell": spec.search.trials_per_cell,
+              "sampler": spec.search.sampler, "scheduler": spec.scheduler.type, "seeds": spec.seeds,
+              "grid_axes": ",".join(spec.grid)}
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    client.log_text(run.info.run_id, loaded.yaml_text, "sweep.yaml")
+    return experiment, run.info.run_id
+
+
+def end_parent_run(uri: str, run_id: str, status: str) -> None:
+    MlflowClient(uri).set_terminated(run_id, status)
+
+
+class MlflowTracking(Callback):
+    def __init__(self, uri: str, experiment: str, parent_run_id: str):
+        self.uri = uri
+        self.experiment = experiment
+        self.parent_run_id = parent_run_id
+        # Ray trial id -> MLflow run id; saved in Tune's callback snapshots.
+        self.runs: dict[str, str] = {}
+        # Ray trial id -> last epoch logged to its run (epochs replayed after a restore are skipped).
+        self.logged_epoch: dict[str, float] = {}
+        self._client: Optional[MlflowClient] = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    def get_state(self) -> dict:
+        return {"runs": dict(self.runs)}
+
+    def set_state(self, state: dict) -> None:
+        # setup() runs after this on a restore and must not reset it.
+        self.runs.update(state["runs"])
+
+    # --- Tune's callback hooks ------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        known = trial.trial_id in self.runs
+        found = None if known else self.find_run(trial)
+        if known or found:
+            # A restored or retried trial: its run goes on, and epochs it already logged are skipped.
+            run_id = self.runs[trial.trial_id] if known else found
+            self.runs[trial.trial_id] = run_id
+            self.client.log_batch(run_id, tags=[RunTag("ray_trial_id", trial.trial_id)])
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, "epoch")
+            self.logged_epoch[trial.trial_id] = max((m.value for m in history), default=0.0)
+        else:
+            self.runs[trial.trial_id] = self.create_run(trial)
+            self.logged_epoch[trial.trial_id] = 0.0
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info) -> None:
+        epoch = result.get("epoch", result.get("training_iteration", 0))
+        if epoch <= self.logged_epoch.get(trial.trial_id, 0.0):
+            return
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, int(epoch)) for key, value in result.items()
+                   if key not in NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and math.isfinite(value)]
+        self.client.log_batch(self.run_of(trial), metrics=metrics)
+        self.logged_epoch[trial.trial_id] = epoch
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        result = trial.last_result or {}
+        stopped_early = result.get("epoch", 0) < trial.config[SWEEP_KEY]["epochs"] and not result.get("diverged")
+        self.finish(trial, RunStatus.to_string(RunStatus.FINISHED), stopped_early)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        self.finish(trial, RunStatus.to_string(RunStatus.FAILED), stopped_early=False)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        """Trials left unfinished (the driver was interrupted) are marked KILLED; a resume sets them
+        RUNNING again."""
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR") and trial.trial_id in self.runs:
+                self.client.set_terminated(self.runs[trial.trial_id], RunStatus.to_string(RunStatus.KILLED))
+
+    # --- runs ----------------------------------------------------------------------------------
+    def run_of(self, trial: Trial) -> str:
+        # A restored trial may report before this callback has seen it start.
+        if trial.trial_id not in self.runs:
+            self.on_trial_start(0, [], trial)
+        return self.runs[trial.trial_id]
+
+    def find_run(self, trial: Trial) -> Optional[str]:
+        """The run of this trial's key: Tune's saved map lags MLflow, and a trial Tune forgot at a
+        kill is suggested again under a new Ray id but the same key."""
+        where = trial.config[SWEEP_KEY]
+        found = find_runs(self.client, self.experiment, sweep=where["sweep"], trial_key=where["key"])
+        return found[0].info.run_id if found else None
+
+    def create_run(self, trial: Trial) -> str:
+        where = trial.config[SWEEP_KEY]
+        tags = {key: str(where[key]) for key in RUN_TAGS}
+        tags.update({MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: where["key"],
+                     "trial_key": where["key"], "role": "trial", "ray_trial_id": trial.trial_id})
+        run = self.client.create_run(self.experiment, run_name=where["key"], tags=tags)
+        params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in flatten(trial.config["trial"]).items()]
+        # MLflow takes at most 100 params per batch.
+        for start in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[start:start + 100])
+        return run.info.run_id
+
+    def finish(self, trial: Trial, status: str, stopped_early: bool) -> None:
+        run_id = self.run_of(trial)
+        self.client.log_batch(run_id, tags=[RunTag("stopped_early", str(stopped_early).lower())])
+        self.client.log_dict(run_id, trial.config["trial"], "trial_config.yaml")
+        self.client.log_dict(run_id, json_safe(trial.last_result or {}), "final_result.json")
+        for path in trial_files(trial):
+            self.client.log_artifact(run_id, str(path), "trial")
+        self.client.set_terminated(run_id, status)
+
+
+def trial_files(trial: Trial) -> list[Path]:
+    """Files the trial left in its directory (plots, error logs); checkpoints stay in Tune's storage."""
+    directory = Path(trial.local_path) if trial.local_path else None
+    if directory is None or not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_file())
+
+
+def json_safe(result: dict) -> dict:
+    return json.loads(json.dumps({k: v for k, v in result.items() if k != "config"}, default=str))

@@ -1,0 +1,270 @@
+"""Integration tests on the shared local Ray cluster, with the cheap synthetic trainable: per-cell
+independence, MLflow contents, `status`, `dualsweep ui`, and kill -9 of the driver then resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.spec import load_spec
+from orchestrator.sweep import OPTUNA_FILE, SPEC_FILE, read_trials, run_sweep
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
+
+TRIALS_PER_CELL = 4
+SEEDS = (1, 2)
+
+
+def write_sweep(directory: Path, name: str, body: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ntrainable: synthetic\nstorage: {directory / 'runs'}\n"
+        f"tracking: {{uri: 'sqlite:///{directory / 'mlflow.db'}'}}\n{body}"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """Two cells, one scoring ten times higher than the other, run in this process."""
+    directory = tmp_path_factory.mktemp("independence")
+    path = write_sweep(directory, "independence", (
+        "trial: {epochs: 6, seconds_per_epoch: 0.1}\n"
+        "grid: {offset: [0.0, 10.0]}\n"
+        f"search: {{trials_per_cell: {TRIALS_PER_CELL}, params: {{x: {{type: uniform, low: 0.0, high: 1.0}}}}}}\n"
+        "scheduler: {type: asha, grace_period: 1, reduction_factor: 2}\n"
+        f"seeds: {list(SEEDS)}\n"
+    ))
+    loaded = load_spec(path)
+    outcome = run_sweep(loaded, address=None, verbose=0)
+    assert outcome.errors == 0
+    return loaded
+
+
+def metric_histories(client: MlflowClient, runs: list) -> dict[str, dict[int, float]]:
+    return {r.data.tags["trial_key"]: {int(m.step): m.value for m in client.get_metric_history(r.info.run_id, "knn_acc")}
+            for r in runs}
+
+
+def child_runs(client: MlflowClient, experiment: str, sweep: str) -> list:
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              filter_string=f"tags.sweep = '{sweep}' and tags.role = 'trial'", max_results=1000)
+
+
+def test_each_cell_is_searched_and_stopped_on_its_own(finished_sweep):
+    spec = finished_sweep.spec
+    client = MlflowClient(spec.tracking.uri)
+    runs = child_runs(client, spec.tracking.experiment, spec.name)
+    histories = metric_histories(client, runs)
+    search = {r.data.tags["trial_key"]: r for r in runs if r.data.tags["phase"] == "search"}
+    low = sorted(k for k in search if k.startswith("c00-"))
+    assert len(low) == TRIALS_PER_CELL
+    # The low cell scores ~1 and the high cell ~11 at the end: a global ASHA would stop every low
+    # trial that reached a rung after a high one. Here the low cell's best runs to the end, and a
+    # stopped low trial was always behind an earlier low trial at the rung where it stopped.
+    assert any(len(histories[k]) == 6 for k in low)
+    for key in low:
+        if search[key].data.tags["stopped_early"] == "true":
+            epoch = max(histories[key])
+            peers = [h[epoch] for other, h in histories.items() if other in low and other != key and epoch in h]
+            assert peers and max(peers) > histories[key][epoch], key
+    # Each cell's Optuna study holds exactly its own search trials.
+    storage = f"sqlite:///{finished_sweep.sweep_dir / OPTUNA_FILE}"
+    for cell in ("c00", "c01"):
+        trials = optuna.load_study(study_name=f"{spec.name}.{cell}", storage=storage).trials
+        assert sorted(t.user_attrs["trial_key"] for t in trials) == sorted(k for k in search if k.startswith(cell))
+        assert all(t.state.is_finished() for t in trials)
+    # Confirmation: the cell's best full-length config, once per seed, never stopped.
+    for cell in ("c00", "c01"):
+        confirm = [r for r in runs if r.data.tags["cell"] == cell and r.data.tags["phase"] == "confirm"]
+        assert sorted(r.data.tags["seed"] for r in confirm) == [str(s) for s in SEEDS]
+        assert all(len(histories[r.data.tags["trial_key"]]) == 6 for r in confirm)
+        full = [k for k in search if k.startswith(cell) and len(histories[k]) == 6]
+        best = max(full, key=lambda k: histories[k][6])
+        assert {r.data.params["x"] for r in confirm} == {search[best].data.params["x"]}
+
+
+def test_mlflow_holds_parent_and_child_runs(finished_sweep):
+    spec = finished_sweep.spec
+    client = MlflowClient(spec.tracking.uri)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment).experiment_id
+    parents = client.search_runs([experiment], filter_string=f"tags.sweep = '{spec.name}' and tags.role = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "sweep.yaml" in [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+    runs = child_runs(client, spec.tracking.experiment, spec.name)
+    assert len(runs) == 2 * (TRIALS_PER_CELL + len(SEEDS))
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.status == "FINISHED"
+        assert {"sweep", "cell", "method", "family", "seed", "phase"} <= set(tags)
+        assert tags["method"] == "simclr" and tags["family"] == "sample_contrastive"
+        assert params["epochs"] == "6" and "x" in params and "offset" in params
+        history = client.get_metric_history(run.info.run_id, "knn_acc")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"trial_config.yaml", "final_result.json", "trial"} <= artifacts
+        assert "trial/result.json" in {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+
+
+def test_status_reads_the_sweep_directory(finished_sweep, capsys):
+    assert main(["status", str(finished_sweep.sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "12 of 12 planned trials (12 TERMINATED)" in out
+    assert "offset=0.0" in out and "offset=10.0" in out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_runs_on_loopback(finished_sweep):
+    spec = finished_sweep.spec
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", str(finished_sweep.sweep_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        experiment = MlflowClient(spec.tracking.uri).get_experiment_by_name(spec.tracking.experiment).experiment_id
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [experiment], "max_results": 100}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    runs = json.load(response)["runs"]
+                break
+            except OSError:
+                assert server.poll() is None, "dualsweep ui exited"
+                assert time.monotonic() < deadline, "MLflow UI did not answer within 90 s"
+                time.sleep(1)
+        names = {r["info"]["run_name"]: r["info"]["run_id"] for r in runs}
+        assert {"independence", "c00-search-000", "c01-confirm-seed2"} <= set(names)
+        listing = f"http://127.0.0.1:{port}/api/2.0/mlflow/artifacts/list?run_id={names['c00-search-000']}"
+        with urllib.request.urlopen(listing, timeout=10) as response:
+            files = {f["path"] for f in json.load(response)["files"]}
+        assert {"trial_config.yaml", "final_result.json", "trial"} <= files
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+# --- kill -9 of the driver, then resume ------------------------------------------------------------
+EPOCHS = 6
+
+
+def read_epoch_log(path: Path) -> list[tuple[str, str, int, int]]:
+    """(trial key, Ray job, epoch, resumed-from epoch) per epoch actually run."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        key, job, epoch, start = line.split()
+        rows.append((key, job, int(epoch), int(start)))
+    return rows
+
+
+@pytest.mark.parametrize("phase", ["search", "confirm"])
+def test_kill_driver_then_resume(tmp_path, ray_cluster, phase):
+    """The driver is killed while a trial of `phase` is running."""
+    epoch_log = tmp_path / "epochs.log"
+    path = write_sweep(tmp_path, "killed", (
+        f"trial: {{epochs: {EPOCHS}, seconds_per_epoch: 1.0, epoch_log: '{epoch_log}'}}\n"
+        "grid: {offset: [0.0, 10.0]}\n"
+        "search: {trials_per_cell: 3, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
+        "scheduler: {type: asha, grace_period: 2, reduction_factor: 2}\n"
+        "seeds: [1]\n"
+    ))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cli = [sys.executable, "-m", "orchestrator.cli"]
+    driver = subprocess.Popen([*cli, "run", str(path), "--address", ray_cluster, "--verbose", "0"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill once a trial has finished (long enough ago for Ray's 1 s snapshot to know it) while
+    # another, of the phase under test, is running past its first epochs.
+    finished_at: dict[str, float] = {}
+    progressed_at: dict[str, tuple[int, float]] = {}
+    deadline = time.monotonic() + 180
+    while True:
+        assert driver.poll() is None, "the driver ended before it could be killed"
+        assert time.monotonic() < deadline, "no moment to kill the driver came"
+        now = time.monotonic()
+        for key, _, epoch, _ in read_epoch_log(epoch_log):
+            if epoch == EPOCHS:
+                finished_at.setdefault(key, now)
+            if epoch > progressed_at.get(key, (0, 0.0))[0]:
+                progressed_at[key] = (epoch, now)
+        running = {k for k, (epoch, at) in progressed_at.items()
+                   if f"-{phase}-" in k and epoch >= 2 and now - at < 1.5} - set(finished_at)
+        if finished_at and running and now - max(finished_at.values()) > 2.5:
+            break
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = read_epoch_log(epoch_log)
+    finished_before = set(finished_at)
+    first_job = before[0][1]
+
+    resumed = subprocess.run([*cli, "resume", str(tmp_path / "runs" / "killed"), "--address", ray_cluster,
+                              "--verbose", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    rows = read_epoch_log(epoch_log)
+    after = [r for r in rows if r[1] != first_job]
+    planned = {f"c0{c}-search-00{i}" for c in range(2) for i in range(3)} | {"c00-confirm-seed1", "c01-confirm-seed1"}
+    # Every trial ends exactly once, in Ray's final state.
+    trials = read_trials(tmp_path / "runs" / "killed", "knn_acc")
+    assert sorted(t.key for t in trials) == sorted(planned)
+    assert all(t.status == "TERMINATED" for t in trials)
+    # Finished trials are not re-executed.
+    assert not {key for key, *_ in after} & finished_before
+    # Unfinished ones continue from their last checkpoint (which may lag the last epoch by one).
+    last_before: dict[str, int] = defaultdict(int)
+    for key, _, epoch, _ in before:
+        last_before[key] = max(last_before[key], epoch)
+    continued = {k for k, *_ in after} & set(last_before)
+    assert running & continued, "no trial interrupted by the kill was continued"
+    for key in continued:
+        first = min(epoch for k, _, epoch, _ in after if k == key)
+        assert first >= last_before[key], (key, first, last_before[key])
+        assert min(start for k, _, _, start in after if k == key) >= last_before[key] - 1
+    epochs_run = defaultdict(int)
+    for key, *_ in rows:
+        epochs_run[key] += 1
+    assert all(count <= EPOCHS + 2 for count in epochs_run.values()), epochs_run
+    print(f"kill test: finished before the kill {sorted(finished_before)}; continued {sorted(continued)}; "
+          f"epochs run {dict(epochs_run)}")
+
+    # MLflow: exactly one run per trial, none left RUNNING.
+    spec = load_spec(path).spec
+    client = MlflowClient(spec.tracking.uri)
+    runs = child_runs(client, spec.tracking.experiment, spec.name)
+    assert sorted(r.data.tags["trial_key"] for r in runs) == sorted(planned)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:  # epochs run again from an older checkpoint are not logged twice
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")]
+        assert steps == list(range(1, len(steps) + 1)), (run.info.run_name, steps)
+    assert (tmp_path / "runs" / "killed" / SPEC_FILE).is_file()
+    # Optuna: each study holds its trials once, all finished.
+    storage = f"sqlite:///{tmp_path / 'runs' / 'killed' / OPTUNA_FILE}"
+    for cell in ("c00", "c01"):
+        trials = optuna.load_study(study_name=f"killed.{cell}", storage=storage).trials
+        assert sorted(t.user_attrs["trial_key"] for t in trials) == [f"{cell}-search-00{i}" for i in range(3)]
+        assert all(t.state.is_finished() for t in trials)

@@ -1,0 +1,104 @@
+"""Per-cell routing pieces without a Ray cluster: ASHA rungs, scheduler state, search routing."""
+from __future__ import annotations
+
+import pickle
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from orchestrator.cells import expand_cells
+from orchestrator.scheduler import CellASHA, SchedulerState, milestones
+from orchestrator.search import CellSearcher, create_studies
+from orchestrator.spec import load_spec
+
+
+def fake_trial(trial_id: str, cell: str, phase: str = "search", epochs: int = 8):
+    return SimpleNamespace(trial_id=trial_id, config={"sweep": {"cell": cell, "phase": phase, "key": trial_id, "epochs": epochs}})
+
+
+def test_milestones():
+    assert milestones(1, 2, 8) == [1, 2, 4]
+    assert milestones(2, 3, 8) == [2, 6]
+
+
+def test_asha_compares_a_trial_only_with_its_own_cell():
+    asha = CellASHA("knn_acc", "max", grace_period=1, reduction_factor=2)
+    # The high cell records far better scores at every rung first.
+    for i in range(3):
+        assert asha.on_trial_result(None, fake_trial(f"high{i}", "c01"), {"epoch": 1, "knn_acc": 10 + i}) == "CONTINUE"
+    # The low cell's first trial is judged against nothing but its own cell.
+    assert asha.on_trial_result(None, fake_trial("low0", "c00"), {"epoch": 1, "knn_acc": 0.5}) == "CONTINUE"
+    assert asha.on_trial_result(None, fake_trial("low1", "c00"), {"epoch": 1, "knn_acc": 0.6}) == "CONTINUE"
+    assert asha.on_trial_result(None, fake_trial("low2", "c00"), {"epoch": 1, "knn_acc": 0.1}) == "STOP"
+    assert "cell c00" in asha.stopped["low2"]
+    assert set(asha.rungs) == {"c00", "c01"}
+
+
+def test_asha_never_stops_confirmation_runs_or_when_disabled():
+    asha = CellASHA("loss", "min", grace_period=1, reduction_factor=2)
+    asha.on_trial_result(None, fake_trial("a", "c00"), {"epoch": 1, "loss": 0.1})
+    assert asha.on_trial_result(None, fake_trial("b", "c00", phase="confirm"), {"epoch": 1, "loss": 9.0}) == "CONTINUE"
+    off = CellASHA("loss", "min", grace_period=1, reduction_factor=2, enabled=False)
+    off.on_trial_result(None, fake_trial("a", "c00"), {"epoch": 1, "loss": 0.1})
+    assert off.on_trial_result(None, fake_trial("b", "c00"), {"epoch": 1, "loss": 9.0}) == "CONTINUE"
+
+
+def test_scheduler_state_survives_tuner_pickling():
+    """Tune pickles scheduler and callbacks together (tuner.pkl) and restores the callback's saved
+    state into what it unpickled: the rungs must come back into the Tuner's scheduler."""
+    asha = CellASHA("knn_acc", "max", grace_period=1, reduction_factor=2)
+    asha.on_trial_result(None, fake_trial("a", "c00"), {"epoch": 1, "knn_acc": 0.9})
+    saved = pickle.loads(pickle.dumps(SchedulerState(asha).get_state()))
+    fresh = CellASHA("knn_acc", "max", grace_period=1, reduction_factor=2)
+    scheduler, callback = pickle.loads(pickle.dumps((fresh, SchedulerState(fresh))))
+    callback.set_state(saved)
+    assert callback.scheduler is scheduler
+    assert scheduler.rungs == {"c00": {1.0: {"a": 0.9}}}
+    assert scheduler.on_trial_result(None, fake_trial("b", "c00"), {"epoch": 1, "knn_acc": 0.1}) == "STOP"
+
+
+@pytest.fixture
+def searcher(tmp_path):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        "name: unit\ntrainable: synthetic\ntrial: {epochs: 4}\ngrid: {offset: [0.0, 10.0]}\n"
+        "search: {trials_per_cell: 2, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\nseeds: [1, 2]\n"
+        f"storage: {tmp_path}\n"
+    )
+    spec = load_spec(sweep).spec
+    cells = expand_cells(spec)
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    create_studies(spec, cells, url)
+    return CellSearcher(spec, cells, url), url
+
+
+def test_searcher_routes_by_cell_then_confirms(searcher):
+    searcher, url = searcher
+    first = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert [c["sweep"]["key"] for c in first] == ["c00-search-000", "c01-search-000", "c00-search-001", "c01-search-001"]
+    assert searcher.suggest("t4") is None  # budget used; waiting for results
+    for i, config in enumerate(first):
+        epochs = 4 if i != 2 else 2  # t2 was stopped early
+        searcher.on_trial_complete(f"t{i}", {"epoch": epochs, "knn_acc": config["trial"]["offset"] + i})
+    confirm = [searcher.suggest(f"c{i}") for i in range(4)]
+    assert [c["sweep"]["key"] for c in confirm] == ["c00-confirm-seed1", "c00-confirm-seed2", "c01-confirm-seed1", "c01-confirm-seed2"]
+    # c00's best is t0: t2 scored higher but ran only 2 of 4 epochs.
+    assert confirm[0]["trial"]["x"] == first[0]["trial"]["x"] and confirm[0]["trial"]["seed"] == 1
+    assert confirm[2]["trial"]["x"] == first[3]["trial"]["x"]
+    assert searcher.suggest("done") == "FINISHED"
+    states = {s.study_name: [t.state.name for t in optuna.load_study(study_name=s.study_name, storage=url).trials]
+              for s in optuna.get_all_study_summaries(url)}
+    assert states == {"unit.c00": ["COMPLETE", "PRUNED"], "unit.c01": ["COMPLETE", "COMPLETE"]}
+
+
+def test_searcher_takes_up_optuna_trials_forgotten_by_a_restore(searcher, tmp_path):
+    searcher, url = searcher
+    snapshot = tmp_path / "searcher.pkl"
+    searcher.save(str(snapshot))
+    forgotten = searcher.suggest("t0")  # asked from Optuna after Ray's last snapshot
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(snapshot))
+    again = restored.suggest("t0-new")
+    assert again["trial"]["x"] == forgotten["trial"]["x"]
+    assert len(optuna.load_study(study_name="unit.c00", storage=url).trials) == 1
