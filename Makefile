@@ -16,14 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A fresh sweep name each time, so that the demo can be run again; `dualsweep status <name>` reads it.
 demo: install
-	$(BIN)/dualsweep run sweeps/quickstart.yaml
+	$(BIN)/dualsweep run sweeps/quickstart.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(BIN)/python -m pytest -q tests
 
 bench: install
 	$(BIN)/python benchmarks/trial_throughput.py
+	$(BIN)/python benchmarks/sweep_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -70,6 +70,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    from trainables.methods import describe_methods
+
+    for entry in describe_methods():
+        defaults = ", ".join(f"{k}={v}" for k, v in entry["hyperparameters"].items()) or "-"
+        print(f"{entry['name']:<13} {entry['family']:<22} {entry['source']}\n{'':<13} {defaults}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_spec(args.sweep, args.overrides, cluster_address=args.address)
     from orchestrator.cells import expand_cells
@@ -147,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="keep the latest epoch's checkpoint in this directory")
     p.add_argument("--resume", metavar="DIR", help="resume from a checkpoint directory written by --checkpoint-dir")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("methods", help="every method: family, hyperparameters with defaults, source")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("validate", help="check a sweep file and report every error; starts nothing")
     p.add_argument("sweep", help="sweep YAML, e.g. sweeps/quickstart.yaml")

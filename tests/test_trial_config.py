@@ -64,3 +64,15 @@ def test_cli_error_has_no_traceback_in_a_real_process():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "dualsweep: error: optim.name: unknown value 'adam'; allowed: sgd, adamw, lars"
+
+
+def test_cli_methods_lists_every_method_with_family_and_defaults(capsys):
+    from trainables.methods import METHODS
+
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in METHODS.names():
+        row = next(line for line in lines if line.split()[0] == name)
+        assert METHODS.get(name).family in row
+    assert any("temperature=0.1" in line for line in lines)
+    assert len(METHODS.names()) >= 16
