@@ -55,11 +55,11 @@ def trial_step_vs_bare(root: Path, batch_size: int, steps: int, rounds: int) -> 
     gen = torch.Generator().manual_seed(0)
 
     torch.manual_seed(0)
-    backbone, dim = build_backbone("convnet", 3, 32, 128)
+    backbone, dim = build_backbone("convnet", (3, 32, 32), 128)
     projector, _ = build_projector("512-128", dim)
     model = torch.nn.Sequential(backbone, projector)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    augmenter = trial.augmenter
+    augmenter = trial.data.view_maker
 
     def bare_step():
         x1, x2 = augmenter.views(images, gen)

@@ -37,10 +37,10 @@ def test_cifar10_reads_pickle_batches(tmp_path):
     train_batches, (test_data, test_labels) = write_cifar10(tmp_path)
     bundle = load_data(trial_config({"data": {"name": "cifar10", "root": str(tmp_path)}}).data)
     assert len(bundle.train) == 80 and len(bundle.test) == 16
-    assert bundle.train.images.shape == (80, 3, 32, 32) and bundle.train.images.dtype == torch.uint8
+    assert bundle.train.samples.shape == (80, 3, 32, 32) and bundle.train.samples.dtype == torch.uint8
     # Row layout: 1024 red, then 1024 green, then 1024 blue values, each 32x32 row-major.
     first = train_batches[0][0][0]
-    assert torch.equal(bundle.train.images[0, 1], torch.from_numpy(first[1024:2048].reshape(32, 32)))
+    assert torch.equal(bundle.train.samples[0, 1], torch.from_numpy(first[1024:2048].reshape(32, 32)))
     assert bundle.test.labels.tolist() == test_labels
 
 
@@ -84,9 +84,9 @@ def test_imagefolder_decodes_and_resizes(tmp_path):
 def test_digits_split_is_stratified_and_fixed_by_split_seed():
     a = load_data(trial_config({"seed": 1}).data)
     b = load_data(trial_config({"seed": 2}).data)
-    assert torch.equal(a.test.images, b.test.images), "trial seed must not move the held-out split"
+    assert torch.equal(a.test.samples, b.test.samples), "trial seed must not move the held-out split"
     c = load_data(trial_config({"data": {"split_seed": 1}}).data)
-    assert not torch.equal(a.test.images, c.test.images)
+    assert not torch.equal(a.test.samples, c.test.samples)
     counts = torch.bincount(a.test.labels, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # 360 test digits, ~36 per class
     assert len(a.train) + len(a.test) == 1797

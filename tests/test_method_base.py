@@ -10,7 +10,7 @@ from trainables.models import build_backbone
 
 def byol(**kwargs):
     cls = METHODS.get("byol")
-    backbone, dim = build_backbone("mlp", 1, 8, 16)
+    backbone, dim = build_backbone("mlp", (1, 8, 8), 16)
     return cls(backbone, dim, "16-8", cls.parse_kwargs(kwargs))
 
 
@@ -58,7 +58,7 @@ def test_predictor_gets_its_own_lr_ratio_and_weight_decay():
 
 
 def test_bias_and_norm_excluded_from_decay_and_lars():
-    m = METHODS.get("simclr")(*build_backbone("mlp", 1, 8, 16), "16-8", METHODS.get("simclr").parse_kwargs({}))
+    m = METHODS.get("simclr")(*build_backbone("mlp", (1, 8, 8), 16), "16-8", METHODS.get("simclr").parse_kwargs({}))
     regular, excluded = m.param_groups(weight_decay=1e-4, exclude_bias_norm=True)
     assert all(p.ndim >= 2 for p in regular["params"]) and regular["lars"] and regular["weight_decay"] == 1e-4
     assert all(p.ndim == 1 for p in excluded["params"]) and not excluded["lars"] and excluded["weight_decay"] == 0.0

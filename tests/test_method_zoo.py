@@ -385,7 +385,7 @@ def test_bad_method_kwargs_are_one_line_config_errors(method, kwargs, key):
 def test_directclr_loss_is_info_nce_on_the_leading_representation_coordinates():
     torch.manual_seed(0)
     cls = METHODS.get("directclr")
-    backbone, repr_dim = build_backbone("mlp", 1, 8, 16)
+    backbone, repr_dim = build_backbone("mlp", (1, 8, 8), 16)
     method = cls(backbone, repr_dim, "64-32", cls.parse_kwargs({"d0": 6, "temperature": 0.5})).double()
     assert not any(p.requires_grad for p in method.projector.parameters())
     x1, x2 = torch.randn(2, 10, 1, 8, 8, dtype=torch.float64)
@@ -403,7 +403,7 @@ ASYMMETRIC = sorted(FAMILIES["asymmetric"])
 def build(name: str, **kwargs) -> AsymmetricMethod:
     torch.manual_seed(0)
     cls = METHODS.get(name)
-    backbone, repr_dim = build_backbone("mlp", 1, 8, 32)
+    backbone, repr_dim = build_backbone("mlp", (1, 8, 8), 32)
     return cls(backbone, repr_dim, "32-16", cls.parse_kwargs(kwargs))
 
 

@@ -22,7 +22,7 @@ def test_bad_projector_spec(bad):
 
 
 def test_resnet18_has_cifar_stem():
-    net, dim = build_backbone("resnet18", 3, 32, 0)
+    net, dim = build_backbone("resnet18", (3, 32, 32), 0)
     assert dim == 512
     assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and isinstance(net.maxpool, nn.Identity)
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
@@ -30,10 +30,10 @@ def test_resnet18_has_cifar_stem():
 
 @pytest.mark.parametrize("name,channels,size", [("mlp", 1, 8), ("convnet", 3, 32), ("convnet", 1, 8)])
 def test_small_backbones(name, channels, size):
-    net, dim = build_backbone(name, channels, size, 64)
+    net, dim = build_backbone(name, (channels, size, size), 64)
     assert dim == 64 and net(torch.zeros(4, channels, size, size)).shape == (4, 64)
 
 
 def test_unknown_backbone_suggests_nearest():
     with pytest.raises(ConfigError, match="did you mean resnet18"):
-        build_backbone("resnet19", 3, 32, 64)
+        build_backbone("resnet19", (3, 32, 32), 64)

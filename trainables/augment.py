@@ -36,10 +36,14 @@ def recipe(dataset: str, style: str) -> tuple[ViewRecipe, ViewRecipe]:
     if style == "none":
         plain = ViewRecipe(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
         return plain, plain
-    if dataset == "digits":
-        # 8x8 grayscale digits: no flips (they change the digit), no colour; crops and pixel noise.
+    if dataset in ("digits", "digits_clutter"):
+        # Grayscale digits: no flips (they change the digit), no colour; crops and pixel noise.
         digit = ViewRecipe(crop_scale=(0.5, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0, noise_std=0.1)
         return digit, digit
+    if dataset == "digits_on_natural":
+        # Coloured digits on photographs: no flips; SimCLR's strong colour jitter, mild crops.
+        view = ViewRecipe(crop_scale=(0.5, 1.0), flip_p=0.0, jitter=(0.8, 0.8, 0.8, 0.2))
+        return view, view
     small = dataset in ("cifar10", "cifar100")
     if style == "simclr":
         view = ViewRecipe(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.0 if small else 0.5)
@@ -51,18 +55,26 @@ def recipe(dataset: str, style: str) -> tuple[ViewRecipe, ViewRecipe]:
 
 
 class Augmenter:
-    def __init__(self, recipes: tuple[ViewRecipe, ViewRecipe], out_size: int, mean, std, device):
+    """The view maker of image datasets: two views by the recipes, then per-channel normalization."""
+
+    def __init__(self, recipes: tuple[ViewRecipe, ViewRecipe], out_size: int, mean, std, device="cpu"):
         self.recipes = recipes
         self.out_size = out_size
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
+    def to(self, device) -> "Augmenter":
+        return Augmenter(self.recipes, self.out_size, self.mean.flatten().tolist(), self.std.flatten().tolist(), device)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (to_float(images) - self.mean) / self.std
 
+    def view(self, images: torch.Tensor, index: int, gen: torch.Generator) -> torch.Tensor:
+        """View `index` (0 or 1) by its recipe, normalized."""
+        return self.normalize(augment(to_float(images), self.recipes[index], self.out_size, gen))
+
     def views(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_float(images)
-        return tuple(self.normalize(augment(x, r, self.out_size, gen)) for r in self.recipes)
+        return self.view(images, 0, gen), self.view(images, 1, gen)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

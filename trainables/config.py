@@ -18,21 +18,32 @@ class DataConfig:
     # Local folder holding the dataset (cifar10, cifar100, stl10, imagefolder).
     root: Optional[str] = None
     download: bool = False
-    # The held-out split is fixed by this seed, not the trial's, so seeds share one test set.
+    # Fixes the data, not the trial's seed, so trial seeds share one dataset: the held-out split,
+    # and everything a generated dataset draws (sparse_coding's M, digits_clutter's composites...).
     split_seed: int = 0
     test_fraction: float = 0.2
     # imagefolder only: images are decoded and resized to this side before augmentation.
     image_size: int = 64
     loader_workers: int = 2
-    # Augmentation recipe: simclr | byol | none (two copies of the image).
+    # Augmentation recipe of image datasets: simclr | byol | none (two copies of the image).
+    # Vector datasets make their views themselves (see their options).
     augment: str = "simclr"
+    # Knobs of a generated or composite dataset, checked against its own defaults
+    # (e.g. sparse_coding: {p: 50, d: 10}; randbit: {base: digits_clutter, bits: 5}).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ModelConfig:
     backbone: str = "mlp"
-    # mlp: hidden width; convnet: channels of its last block. resnet18 ignores it.
+    # mlp: hidden width; convnet: channels of its last block; linear, deep_linear, symrelu: output
+    # width. resnet18 ignores it.
     width: int = 512
+    # deep_linear: number of bias-free layers.
+    depth: int = 2
+    # linear, deep_linear: initial singular values exp(-decay * k), k = 0, 1, ..., between random
+    # orthogonal bases (Jing et al. use 0.35; 0 is an orthogonal init); null: PyTorch's default init.
+    init_spectrum_decay: Optional[float] = None
     # Garrido's notation: "2048-2048-256" = Linear-BN-ReLU between layers, plain last; "none".
     projector: str = "1024-1024-128"
 
@@ -59,6 +70,10 @@ class EvalConfig:
     online_probe_lr: float = 1e-3
     linear_probe_steps: int = 200
     linear_probe_weight_decay: float = 1e-4
+    # fewshot_acc: a linear probe trained on this many labeled samples per class; 0: not reported.
+    fewshot_k: int = 10
+    # n_collapsed counts eigenvalues of the embedding covariance below this fraction of the largest.
+    collapse_threshold: float = 1e-4
 
 
 @dataclass
@@ -110,6 +125,7 @@ def check_ranges(cfg: DictConfig) -> None:
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "model.width": cfg.model.width,
+        "model.depth": cfg.model.depth,
         "data.image_size": cfg.data.image_size,
         "eval.knn_k": cfg.eval.knn_k,
     }
@@ -126,6 +142,10 @@ def check_ranges(cfg: DictConfig) -> None:
         )
     if cfg.cpus < 0:
         raise ConfigError(f"cpus: must be >= 0 (0 = all this process may use), got {cfg.cpus}")
+    if cfg.eval.fewshot_k < 0:
+        raise ConfigError(f"eval.fewshot_k: must be >= 0 (0 = no fewshot_acc), got {cfg.eval.fewshot_k}")
+    if not 0.0 < cfg.eval.collapse_threshold < 1.0:
+        raise ConfigError(f"eval.collapse_threshold: must be in (0, 1), got {cfg.eval.collapse_threshold}")
     choices = {
         "optim.name": (cfg.optim.name, ("sgd", "adamw", "lars")),
         "precision": (cfg.precision, ("auto", "fp32", "bf16")),
@@ -134,3 +154,22 @@ def check_ranges(cfg: DictConfig) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+    # Imported here: trainables.data imports this module.
+    from trainables.data import dataset_options
+
+    dataset_options(cfg.data)
+
+
+def structured_options(schema: type, user: dict, key: str, noun: str, owner: str) -> Any:
+    """`user` merged onto the defaults of the dataclass `schema`, as a `schema` instance. A name
+    `schema` lacks or a value of the wrong type is a one-line ConfigError naming `key.<name>`
+    (e.g. "method_kwargs.tau: not a hyperparameter of simclr; allowed: temperature")."""
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    for name in user:
+        if name not in allowed:
+            raise ConfigError(f"{key}.{name}: not {noun} of {owner}; allowed: {', '.join(allowed) or 'none'}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), user)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{key}.{getattr(exc, 'key', None)}: {str(exc).splitlines()[0]}") from None
+    return OmegaConf.to_object(merged)

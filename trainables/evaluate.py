@@ -7,14 +7,14 @@ from torch import nn
 
 
 @torch.no_grad()
-def extract(method: nn.Module, images, augmenter, device, batch_size: int, autocast) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Representations, embeddings (float32, on device) and labels of an image set, eval mode."""
+def extract(method: nn.Module, samples, view_maker, device, batch_size: int, autocast) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Representations, embeddings (float32, on device) and labels of a split, eval mode."""
     was_training = method.training
     method.eval()
     reps, embs, labels = [], [], []
-    for x, y in images.batches(batch_size):
+    for x, y in samples.batches(batch_size):
         with autocast():
-            r, z = method(augmenter.normalize(x.to(device, non_blocking=True)))
+            r, z = method(view_maker.normalize(x.to(device, non_blocking=True)))
         reps.append(r.float())
         embs.append(z.float())
         labels.append(y.to(device))
@@ -79,3 +79,21 @@ def linear_probe_accuracy(
         optimizer.step(closure)
     with torch.no_grad():
         return (probe(x_test).argmax(dim=1) == test_labels).float().mean().item()
+
+
+def fewshot_indices(labels: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """k samples of every class (all of a class that has fewer), drawn by `seed`: the same labeled
+    subset for every trial on a split, so trials compare on equal terms."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
+    shuffled = labels[order]
+    chosen = [order[shuffled == c][:k] for c in shuffled.unique()]
+    return torch.cat(chosen)
+
+
+def fewshot_accuracy(
+    train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, test_labels: torch.Tensor,
+    num_classes: int, k: int, steps: int = 200, weight_decay: float = 1e-4,
+) -> float:
+    """The offline linear probe trained on k labeled samples per class only."""
+    idx = fewshot_indices(train_labels, k)
+    return linear_probe_accuracy(train_feats[idx], train_labels[idx], test_feats, test_labels, num_classes, steps, weight_decay)

@@ -265,3 +265,9 @@ def normalized_mse_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's D(p, z) = -cos(p, z), averaged over the batch."""
     return -F.cosine_similarity(p, z, dim=-1).mean()
+
+
+def squared_error_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """1/2 ||p - z||^2, summed over dimensions and averaged over the batch: the unnormalized loss
+    of Tian et al.'s analysis."""
+    return 0.5 * (p - z).pow(2).sum(dim=1).mean()

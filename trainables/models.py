@@ -1,6 +1,7 @@
 """Backbones, projectors and predictors."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -14,12 +15,33 @@ from trainables.registry import Registry, unknown_name_message
 BACKBONES: Registry = Registry("model.backbone")
 
 
+@dataclass(frozen=True)
+class BackboneArgs:
+    # One input sample's shape: (C, H, W) for images, (p,) for vectors.
+    input_shape: tuple[int, ...]
+    width: int
+    # deep_linear: number of layers.
+    depth: int = 2
+    # linear, deep_linear: initial singular values exp(-decay * k); None: PyTorch's default init.
+    init_spectrum_decay: float | None = None
+
+    @property
+    def input_dim(self) -> int:
+        return math.prod(self.input_shape)
+
+    def image_channels(self, backbone: str) -> int:
+        if len(self.input_shape) != 3:
+            raise ConfigError(f"model.backbone: {backbone} needs images (C, H, W); this dataset's samples have "
+                              f"shape {self.input_shape} (use mlp, linear, deep_linear or symrelu)")
+        return self.input_shape[0]
+
+
 @BACKBONES.register("mlp")
-def mlp_backbone(in_channels: int, image_size: int, width: int) -> tuple[nn.Module, int]:
-    in_dim = in_channels * image_size * image_size
+def mlp_backbone(args: BackboneArgs) -> tuple[nn.Module, int]:
+    width = args.width
     net = nn.Sequential(
         nn.Flatten(),
-        nn.Linear(in_dim, width),
+        nn.Linear(args.input_dim, width),
         nn.BatchNorm1d(width),
         nn.ReLU(inplace=True),
         nn.Linear(width, width),
@@ -34,12 +56,13 @@ def conv_bn_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
 
 
 @BACKBONES.register("convnet")
-def convnet_backbone(in_channels: int, image_size: int, width: int) -> tuple[nn.Module, int]:
+def convnet_backbone(args: BackboneArgs) -> tuple[nn.Module, int]:
     """Three 3x3 conv blocks (width/4, width/2, width channels; the last two stride 2), then
     global average pooling."""
+    width = args.width
     c1, c2 = max(width // 4, 8), max(width // 2, 8)
     net = nn.Sequential(
-        *conv_bn_relu(in_channels, c1, 1),
+        *conv_bn_relu(args.image_channels("convnet"), c1, 1),
         *conv_bn_relu(c1, c2, 2),
         *conv_bn_relu(c2, width, 2),
         nn.AdaptiveAvgPool2d(1),
@@ -49,18 +72,107 @@ def convnet_backbone(in_channels: int, image_size: int, width: int) -> tuple[nn.
 
 
 @BACKBONES.register("resnet18")
-def resnet18_backbone(in_channels: int, image_size: int, width: int) -> tuple[nn.Module, int]:
+def resnet18_backbone(args: BackboneArgs) -> tuple[nn.Module, int]:
     """torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool."""
     net = torchvision.models.resnet18(weights=None)
-    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.conv1 = nn.Conv2d(args.image_channels("resnet18"), 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     repr_dim = net.fc.in_features
     net.fc = nn.Identity()
     return net, repr_dim
 
 
-def build_backbone(name: str, in_channels: int, image_size: int, width: int) -> tuple[nn.Module, int]:
-    return BACKBONES.get(name)(in_channels, image_size, width)
+class MatrixBackbone(nn.Module):
+    """A backbone made of weight matrices whose product is its linear part: what the theory
+    diagnostics inspect (norm, spectra, alignment of layers, recovery of a dictionary)."""
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """Weights from the input side, each (out, in)."""
+        raise NotImplementedError
+
+    def end_to_end(self) -> torch.Tensor:
+        """W_k ... W_1: row i is the input direction that drives output unit i."""
+        first, *rest = self.layer_weights()
+        product = first
+        for w in rest:
+            product = w @ product
+        return product
+
+
+class DeepLinear(MatrixBackbone):
+    """x -> W_k ... W_1 x with bias-free layers (Jing et al.'s two-layer linear network; one layer
+    is Tian et al.'s linear online network)."""
+
+    def __init__(self, in_dim: int, width: int, depth: int, init_spectrum_decay: float | None):
+        super().__init__()
+        dims = [in_dim] + [width] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(dims, dims[1:]))
+        if init_spectrum_decay is not None:
+            with torch.no_grad():
+                for layer in self.layers:
+                    layer.weight.copy_(decaying_spectrum(*layer.weight.shape, init_spectrum_decay))
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        return [layer.weight for layer in self.layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def decaying_spectrum(rows: int, cols: int, decay: float) -> torch.Tensor:
+    """U diag(exp(-decay * k)) V^T with U, V random orthonormal (QR of Gaussian matrices, from the
+    global torch RNG), k = 0 .. min(rows, cols) - 1."""
+    k = min(rows, cols)
+    u, _ = torch.linalg.qr(torch.randn(rows, k))
+    v, _ = torch.linalg.qr(torch.randn(cols, k))
+    return (u * torch.exp(-decay * torch.arange(k, dtype=torch.float32))) @ v.T
+
+
+class SymReLU(MatrixBackbone):
+    """Pokle et al.'s encoder: the symmetric ReLU relu(h + b) - relu(-h + b) of h = BN(W x), with a
+    learned per-unit threshold b (b < 0 zeroes small |h|: a sparse code). The batch norm is that of
+    their official runs (use_bn): without it W grows until b no longer matters, the encoder is
+    then nearly linear and contrastive training no longer picks out the dictionary's directions."""
+
+    def __init__(self, in_dim: int, width: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, width, bias=False)
+        self.norm = nn.BatchNorm1d(width)
+        # nn.Linear's bias init, kept as a separate parameter because it enters twice.
+        self.bias = nn.Parameter(torch.empty(width).uniform_(-in_dim ** -0.5, in_dim ** -0.5))
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        return [self.linear.weight]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.linear(x.flatten(1)))
+        return torch.relu(h + self.bias) - torch.relu(-h + self.bias)
+
+
+@BACKBONES.register("linear")
+def linear_backbone(args: BackboneArgs) -> tuple[nn.Module, int]:
+    """One bias-free linear map W (input dim -> width)."""
+    return DeepLinear(args.input_dim, args.width, 1, args.init_spectrum_decay), args.width
+
+
+@BACKBONES.register("deep_linear")
+def deep_linear_backbone(args: BackboneArgs) -> tuple[nn.Module, int]:
+    """`depth` bias-free linear layers, input dim -> width -> ... -> width."""
+    return DeepLinear(args.input_dim, args.width, args.depth, args.init_spectrum_decay), args.width
+
+
+@BACKBONES.register("symrelu")
+def symrelu_backbone(args: BackboneArgs) -> tuple[nn.Module, int]:
+    return SymReLU(args.input_dim, args.width), args.width
+
+
+def build_backbone(
+    name: str, input_shape: tuple[int, ...], width: int, depth: int = 2, init_spectrum_decay: float | None = None
+) -> tuple[nn.Module, int]:
+    return BACKBONES.get(name)(BackboneArgs(tuple(input_shape), width, depth, init_spectrum_decay))
 
 
 def parse_layer_spec(spec: str, key: str) -> list[int]:

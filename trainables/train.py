@@ -2,6 +2,7 @@
 evaluates every epoch and hands each epoch's metrics and checkpoint to `report`."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -16,13 +17,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainables.augment import Augmenter, recipe
 from trainables.config import trial_config
 from trainables.data import DataBundle, load_data
 from trainables.device import Placement, resolve_placement, set_threads
-from trainables.diagnostics import garrido_metrics
+from trainables.diagnostics import garrido_metrics, model_diagnostics
 from trainables.errors import ConfigError
-from trainables.evaluate import effective_rank, extract, knn_accuracy, linear_probe_accuracy, normalized_std
+from trainables.evaluate import (effective_rank, extract, fewshot_accuracy, knn_accuracy, linear_probe_accuracy,
+                                 normalized_std)
 from trainables.methods import METHODS, Method
 from trainables.models import build_backbone
 from trainables.optim import build_optimizer, build_scheduler
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[dict, str], None]
 CHECKPOINT_FILE = "trial_state.pt"
+# Written beside the checkpoint every epoch: that epoch's spectra (see diagnostics.model_diagnostics).
+SPECTRA_FILE = "spectra.json"
 
 
 def log_report(metrics: dict, checkpoint_dir: str) -> None:
@@ -49,10 +52,11 @@ class Trial:
         self.data: DataBundle = load_data(cfg.data).to(self.place.device)
         self.steps_per_epoch = len(self.data.train) // cfg.batch_size
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the {len(self.data.train)} training images of {cfg.data.name}")
+            raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the {len(self.data.train)} training samples of {cfg.data.name}")
 
         torch.manual_seed(cfg.seed)
-        backbone, repr_dim = build_backbone(cfg.model.backbone, self.data.channels, self.data.image_size, cfg.model.width)
+        m = cfg.model
+        backbone, repr_dim = build_backbone(m.backbone, self.data.input_shape, m.width, m.depth, m.init_spectrum_decay)
         self.method: Method = method_cls(backbone, repr_dim, cfg.model.projector, kwargs).to(self.place.device)
         self.probe = nn.Linear(repr_dim, self.data.num_classes).to(self.place.device)
         if self.place.channels_last:
@@ -61,19 +65,19 @@ class Trial:
         self.optimizer = build_optimizer(groups, cfg.optim, cfg.batch_size)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch, cfg.epochs)
         self.probe_optimizer = torch.optim.AdamW(self.probe.parameters(), lr=cfg.eval.online_probe_lr, weight_decay=0.0)
-        self.augmenter = Augmenter(
-            recipe(cfg.data.name, cfg.data.augment), self.data.image_size, self.data.mean, self.data.std, self.place.device
-        )
         self.epoch = 0
         self.knn_acc_random_init: float | None = None
 
     # --- one epoch -------------------------------------------------------------------------
-    def to_device(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.place.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.place.channels_last else images
+    def to_device(self, samples: torch.Tensor) -> torch.Tensor:
+        samples = samples.to(self.place.device, non_blocking=True)
+        # Only image batches (B, C, H, W) have a channels_last layout; a batch of composite pairs
+        # (B, K, C, H, W) gets it through its views.
+        channels_last = self.place.channels_last and samples.ndim == 4
+        return samples.contiguous(memory_format=torch.channels_last) if channels_last else samples
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x1, x2 = self.augmenter.views(self.to_device(images), gen)
+    def train_step(self, samples: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x1, x2 = self.data.view_maker.views(self.to_device(samples), gen)
         with self.place.autocast():
             loss, r1 = self.method.training_step(x1, x2)
         labels = labels.to(self.place.device)
@@ -100,25 +104,28 @@ class Trial:
         gen = torch.Generator(self.place.device).manual_seed(epoch_seed)
         total = torch.zeros((), device=self.place.device)
         start = time.perf_counter()
-        for images, labels in self.data.train.batches(cfg.batch_size, order, drop_last=True):
-            total += self.train_step(images, labels, gen)
+        for samples, labels in self.data.train.batches(cfg.batch_size, order, drop_last=True):
+            total += self.train_step(samples, labels, gen)
         mean_loss = float(total) / self.steps_per_epoch
         return mean_loss, self.steps_per_epoch * cfg.batch_size / (time.perf_counter() - start)
 
     # --- evaluation ------------------------------------------------------------------------
     def features(self):
         size = max(2 * self.cfg.batch_size, 512)
-        args = (self.augmenter, self.place.device, size, self.place.autocast)
+        args = (self.data.view_maker, self.place.device, size, self.place.autocast)
         return extract(self.method, self.data.eval_train, *args), extract(self.method, self.data.test, *args)
 
     def knn(self, train_feats, train_labels, test_feats, test_labels) -> float:
         e = self.cfg.eval
         return knn_accuracy(train_feats, train_labels, test_feats, test_labels, e.knn_k, e.knn_temperature, self.data.num_classes)
 
-    def evaluate(self, features, final: bool) -> dict[str, float]:
+    def evaluate(self, features, final: bool) -> tuple[dict[str, float], dict[str, Any]]:
+        """The epoch's metrics, and the spectra saved beside its checkpoint."""
         (r_train, _, y_train), (r_test, z_test, y_test) = features
+        e = self.cfg.eval
         with torch.no_grad():
             online_acc = (self.probe(r_test).argmax(dim=1) == y_test).float().mean().item()
+        diagnostics, spectra = model_diagnostics(self.method, self.data.dictionary, r_test, z_test, e.collapse_threshold)
         metrics = {
             "knn_acc": self.knn(r_train, y_train, r_test, y_test),
             "online_acc": online_acc,
@@ -126,13 +133,15 @@ class Trial:
             "rank_emb": effective_rank(z_test),
             "emb_std": normalized_std(z_test),
             **garrido_metrics(z_test),
+            **diagnostics,
         }
+        probe = (e.linear_probe_steps, e.linear_probe_weight_decay)
+        classes = self.data.num_classes
+        if e.fewshot_k:
+            metrics["fewshot_acc"] = fewshot_accuracy(r_train, y_train, r_test, y_test, classes, e.fewshot_k, *probe)
         if final:
-            e = self.cfg.eval
-            metrics["linear_acc"] = linear_probe_accuracy(
-                r_train, y_train, r_test, y_test, self.data.num_classes, e.linear_probe_steps, e.linear_probe_weight_decay
-            )
-        return metrics
+            metrics["linear_acc"] = linear_probe_accuracy(r_train, y_train, r_test, y_test, classes, *probe)
+        return metrics, spectra
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -147,8 +156,10 @@ class Trial:
             "rng": rng_state(),
         }
 
-    def save(self, directory: str) -> None:
+    def save(self, directory: str, spectra: dict[str, Any] | None) -> None:
         torch.save(self.state_dict(), Path(directory) / CHECKPOINT_FILE)
+        if spectra is not None:
+            (Path(directory) / SPECTRA_FILE).write_text(json.dumps({"epoch": self.epoch, **spectra}))
 
     def load(self, directory: str) -> None:
         path = Path(directory) / CHECKPOINT_FILE
@@ -177,13 +188,13 @@ class Trial:
             diverged = not math.isfinite(loss) or not all_finite(features)
             if diverged:
                 # Nothing meaningful to evaluate: report the divergence and end the trial.
-                evaluation = {"knn_acc": math.nan, "online_acc": math.nan, "diverged": 1.0}
+                evaluation, spectra = {"knn_acc": math.nan, "online_acc": math.nan, "diverged": 1.0}, None
             else:
-                evaluation = self.evaluate(features, final=self.epoch == self.cfg.epochs)
+                evaluation, spectra = self.evaluate(features, final=self.epoch == self.cfg.epochs)
             metrics = {"epoch": self.epoch, "loss": loss, **evaluation, "samples_per_s": samples_per_s,
                        "lr": self.scheduler.get_last_lr()[0], "knn_acc_random_init": self.knn_acc_random_init}
             with tempfile.TemporaryDirectory(prefix="dualsweep-ckpt-") as checkpoint_dir:
-                self.save(checkpoint_dir)
+                self.save(checkpoint_dir, spectra)
                 report(metrics, checkpoint_dir)
             if diverged:
                 log.warning("trial diverged at epoch %d (loss %s): stopped", self.epoch, loss)

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from trainables.config import structured_options
 from trainables.errors import ConfigError
 from trainables.models import (
     DirectPredPredictor,
@@ -60,19 +59,7 @@ class Method(nn.Module):
     @classmethod
     def parse_kwargs(cls, user: dict) -> Any:
         """Validate `method_kwargs` against this method's Kwargs dataclass (defaults filled in)."""
-        allowed = [f.name for f in dataclasses.fields(cls.Kwargs)]
-        for key in user:
-            if key not in allowed:
-                raise ConfigError(
-                    f"method_kwargs.{key}: not a hyperparameter of {cls.name}; "
-                    f"allowed: {', '.join(allowed) or 'none'}"
-                )
-        try:
-            merged = OmegaConf.merge(OmegaConf.structured(cls.Kwargs), user)
-        except OmegaConfBaseException as exc:
-            key = getattr(exc, "key", None)
-            raise ConfigError(f"method_kwargs.{key}: {str(exc).splitlines()[0]}") from None
-        kwargs = OmegaConf.to_object(merged)
+        kwargs = structured_options(cls.Kwargs, user, "method_kwargs", "a hyperparameter", cls.name)
         cls.check_kwargs(kwargs)
         return kwargs
 

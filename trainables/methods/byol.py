@@ -1,4 +1,6 @@
-from trainables.losses import normalized_mse_loss
+from dataclasses import dataclass
+
+from trainables.losses import normalized_mse_loss, squared_error_loss
 from trainables.methods import AsymmetricMethod, register
 
 
@@ -8,5 +10,11 @@ class BYOL(AsymmetricMethod):
     family = "asymmetric"
     source = "Grill et al. 2020: EMA target (cosine tau schedule), MLP predictor"
 
+    @dataclass
+    class Kwargs(AsymmetricMethod.Kwargs):
+        # false: 1/2 ||p - t||^2 on raw embeddings instead of 2 - 2 cos(p, t), the loss whose
+        # dynamics Tian et al. analyse (with linear networks: W collapses to 0 or not).
+        normalize: bool = True
+
     def loss(self, p, t):
-        return normalized_mse_loss(p, t)
+        return normalized_mse_loss(p, t) if self.kw.normalize else squared_error_loss(p, t)
