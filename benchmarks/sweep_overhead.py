@@ -7,10 +7,14 @@ were during the sweep. Prints ratios, not a pass/fail.
 Figures:
 - sweep wall: from the sweep's start (MLflow parent run, Optuna studies, Tuner) to its end, Ray
   already running (its start-up is printed apart);
-- loop wall: the same configs (same threads per trial) through trainables.train in this process,
-  one after another;
-- overhead per trial: (sweep wall - loop wall / parallel slots) / trials: what the sweep took beyond
-  running the same trials side by side for free (target <= 0.5 s);
+- parallel loop wall: the same configs through trainables.train in as many plain, fresh processes
+  as the sweep has trial slots (multiprocessing, one trial handed out at a time, same threads per
+  trial): what running the trials side by side costs without dualsweep, process start, imports and
+  the two trials sharing the machine's caches and memory bandwidth included;
+- overhead per trial: (sweep wall - parallel loop wall) / trials (target <= 0.5 s);
+- sequential loop wall: the same configs one after another in this process (already warm); the
+  sweep against a perfect split of it, (sweep wall - loop wall / slots) / trials, is printed too: it
+  counts the slow-down of trials sharing the machine as overhead;
 - idle slot time per trial: (sweep wall x parallel slots - the trials' run time as Ray measured it)
   / trials: the time a trial slot was not running a trial, start-up and shut-down included;
 - steady-state idle slot time per trial: the same from the first trial's start to the last one's
@@ -36,6 +40,25 @@ def cpu_times() -> tuple[float, float]:
     fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return sum(fields) - idle, sum(fields)
+
+
+def run_trials(configs: list[dict]) -> None:
+    from trainables import train
+
+    for config in configs:
+        train(config, report=lambda metrics, checkpoint_dir: None)
+
+
+def parallel_loop(configs: list[dict], processes: int, threads: int) -> float:
+    """Wall time of the configs run by `processes` fresh plain processes, one config at a time."""
+    import multiprocessing
+
+    # Ray sets the same for its trial workers.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(run_trials, [[config] for config in configs], chunksize=1)
+    return time.perf_counter() - start
 
 
 def sweep_yaml(directory: Path, trials: int, epochs: int) -> Path:
@@ -67,8 +90,6 @@ def main() -> None:
 
     from orchestrator.spec import load_spec
     from orchestrator.sweep import TUNE_DIR, run_sweep
-    from trainables import train
-
     cpus = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()[0]:.2f} on {cpus} CPUs")
     with tempfile.TemporaryDirectory(prefix="dualsweep-bench-") as tmp:
@@ -94,19 +115,23 @@ def main() -> None:
         runs = client.search_runs([experiment], filter_string="tags.role = 'trial'")
         steady_span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
 
+        # The threads a trial had under the sweep (its tune entry sets them from the Ray resources).
+        threads = int(loaded.spec.resources.cpu)
+        configs = [dict(config, cpus=threads) for config in configs]
+        slots = int(cpus / loaded.spec.resources.cpu)
+        parallel_wall = parallel_loop(configs, slots, threads)
         start = time.perf_counter()
-        for config in configs:
-            # The threads a trial had under the sweep (its tune entry sets them from the Ray resources).
-            train(dict(config, cpus=int(loaded.spec.resources.cpu)), report=lambda metrics, checkpoint_dir: None)
+        run_trials(configs)
         loop_wall = time.perf_counter() - start
 
-    slots = int(cpus / loaded.spec.resources.cpu)
     n = len(configs)
     print(f"ray start-up: {ray_start:.1f} s (once per sweep)")
     print(f"sweep: {n} trials ({outcome.errors} failed) in {sweep_wall:.1f} s, {slots} at a time")
-    print(f"plain loop: the same {n} trials in {loop_wall:.1f} s")
-    print(f"sweep / loop wall time: {sweep_wall / loop_wall:.2f} (ideal with {slots} slots: {1 / slots:.2f})")
-    print(f"overhead per trial: {(sweep_wall - loop_wall / slots) / n:+.2f} s (target <= 0.5 s)")
+    print(f"plain parallel loop: the same {n} trials in {parallel_wall:.1f} s, {slots} fresh processes")
+    print(f"plain sequential loop: the same {n} trials in {loop_wall:.1f} s")
+    print(f"overhead per trial: {(sweep_wall - parallel_wall) / n:+.2f} s against the parallel loop "
+          f"(target <= 0.5 s); {(sweep_wall - loop_wall / slots) / n:+.2f} s against a perfect {slots}-way split "
+          "of the sequential loop")
     print(f"idle slot time per trial: {(sweep_wall * slots - trial_time) / n:.2f} s; in steady state "
           f"(first trial start to last trial end, {steady_span:.1f} s): {(steady_span * slots - trial_time) / n:.2f} s")
     print(f"CPU busy during the sweep: {busy:.0%} of {cpus} CPUs (target >= 80%)")

@@ -8,7 +8,7 @@ import torch
 from orchestrator.cli import main
 from trainables import ConfigError, train
 from trainables.config import trial_config
-from trainables.data import load_data
+from trainables.data import load_data, sklearn_digits, stratified_split
 
 
 def write_cifar10(root, per_batch=16, test=16, seed=0):
@@ -90,3 +90,21 @@ def test_digits_split_is_stratified_and_fixed_by_split_seed():
     counts = torch.bincount(a.test.labels, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # 360 test digits, ~36 per class
     assert len(a.train) + len(a.test) == 1797
+
+
+def test_digits_are_scikit_learns_digits():
+    from sklearn.datasets import load_digits
+
+    x, y = sklearn_digits()
+    expected_x, expected_y = load_digits(return_X_y=True)
+    np.testing.assert_array_equal(x, expected_x)
+    np.testing.assert_array_equal(y, expected_y)
+
+
+def test_digits_split_keeps_every_sample_once_and_each_class_share():
+    x, y = sklearn_digits()
+    train_index, test_index = stratified_split(y, 0.2, seed=0)
+    assert sorted(np.concatenate([train_index, test_index])) == list(range(len(y)))
+    for label in range(10):
+        in_class = (y == label).sum()
+        assert (y[test_index] == label).sum() == round(in_class * 0.2)

@@ -6,6 +6,7 @@ Generated and composite datasets live in trainables.synthetic and trainables.com
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,21 +165,38 @@ def in_memory_image_bundle(cfg: DictConfig, train: TensorSamples, test: TensorSa
     return image_bundle(cfg, train, train, test, num_classes, tuple(train.samples.shape[1:]), mean, std)
 
 
-def digit_sources(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's 8x8 digits (1797 images, shipped with the package) as float images in [0, 1],
-    split stratified by `data.split_seed`: train images, train labels, test images, test labels."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (1797 images, 0..16) and labels, read from the file the package
+    ships, as `load_digits` reads it: importing sklearn.datasets costs every trial worker ~1.4 s."""
+    package = importlib.util.find_spec("sklearn")
+    if package is None or package.origin is None:
+        raise ConfigError("data.name: the digits datasets need scikit-learn; `make install` installs it")
+    table = np.loadtxt(Path(package.origin).parent / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
-    x, y = load_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=cfg.test_fraction, stratify=y, random_state=cfg.split_seed
-    )
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices with each class's share of the test split rounded from `test_fraction`."""
+    rng = np.random.default_rng(seed)
+    test = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        test.append(members[:round(len(members) * test_fraction)])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.concatenate(test)] = True
+    return rng.permutation(np.flatnonzero(~is_test)), rng.permutation(np.flatnonzero(is_test))
+
+
+def digit_sources(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits as float images in [0, 1], split stratified by `data.split_seed`: train images,
+    train labels, test images, test labels."""
+    x, y = sklearn_digits()
+    train, test = stratified_split(y, cfg.test_fraction, cfg.split_seed)
 
     def as_images(a: np.ndarray) -> torch.Tensor:
         return torch.tensor(a / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
 
-    return as_images(x_train), torch.tensor(y_train), as_images(x_test), torch.tensor(y_test)
+    return as_images(x[train]), torch.tensor(y[train]), as_images(x[test]), torch.tensor(y[test])
 
 
 @DATASETS.register_dataset("digits")
