@@ -281,6 +281,10 @@ def suggest(value: str, allowed: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def unknown(what: str, value: str, allowed: list[str]) -> str:
+    return f"unknown {what} {value!r}{suggest(value, allowed)}; allowed: {', '.join(allowed)}"
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -293,12 +297,11 @@ def check_spec(spec: SweepSpec, problems: Problems, local_machine: bool) -> None
         problems.add("name", f"{spec.name!r} is not a safe name: use letters, digits, '.', '_', '-' "
                              "(no path separators or spaces), at most 100 characters")
     if spec.trainable not in TRAINABLES:
-        problems.add("trainable", f"unknown value {spec.trainable!r}{suggest(spec.trainable, list(TRAINABLES))}; "
-                                  f"allowed: {', '.join(TRAINABLES)}")
+        problems.add("trainable", unknown("value", spec.trainable, list(TRAINABLES)))
         return
     kind = TRAINABLES[spec.trainable]
     if spec.mode not in MODES:
-        problems.add("mode", f"unknown value {spec.mode!r}; allowed: {', '.join(MODES)}")
+        problems.add("mode", unknown("value", spec.mode, list(MODES)))
     if spec.metric not in kind.metrics:
         problems.add("metric", f"unknown metric {spec.metric!r}{suggest(spec.metric, list(kind.metrics))}; "
                                f"a {spec.trainable} trial reports: {', '.join(kind.metrics)}")
@@ -345,8 +348,7 @@ def check_search(spec: SweepSpec, problems: Problems) -> None:
 
     search = spec.search
     if search.sampler not in SAMPLERS:
-        problems.add("search.sampler", f"unknown value {search.sampler!r}{suggest(search.sampler, list(SAMPLERS))}; "
-                                       f"allowed: {', '.join(SAMPLERS)}")
+        problems.add("search.sampler", unknown("value", search.sampler, list(SAMPLERS)))
     if search.trials_per_cell < 1:
         problems.add("search.trials_per_cell", f"must be >= 1, got {search.trials_per_cell}")
     for key, p in search.params.items():
@@ -354,15 +356,13 @@ def check_search(spec: SweepSpec, problems: Problems) -> None:
         if key in spec.grid:
             problems.add(where, f"{key} is also a grid axis; a key is either searched or gridded, not both")
         if p.type not in PARAM_TYPES:
-            problems.add(f"{where}.type", f"unknown value {p.type!r}{suggest(p.type, list(PARAM_TYPES))}; "
-                                          f"allowed: {', '.join(PARAM_TYPES)}")
+            problems.add(f"{where}.type", unknown("value", p.type, list(PARAM_TYPES)))
             continue
         for subkey, message in param_problems(p):
             problems.add(f"{where}{subkey}", message)
         for method in p.methods:
             if method not in METHODS:
-                problems.add(f"{where}.methods", f"unknown method {method!r}{suggest(method, METHODS.names())}; "
-                                                 f"allowed: {', '.join(METHODS.names())}")
+                problems.add(f"{where}.methods", unknown("method", method, METHODS.names()))
     if search.sampler == "grid":
         not_choice = [k for k, p in search.params.items() if p.type != "choice"]
         if not_choice:
@@ -400,8 +400,7 @@ def param_problems(p: SearchParam) -> list[tuple[str, str]]:
 def check_scheduler(spec: SweepSpec, problems: Problems) -> None:
     s = spec.scheduler
     if s.type not in SCHEDULERS:
-        problems.add("scheduler.type", f"unknown value {s.type!r}{suggest(s.type, list(SCHEDULERS))}; "
-                                       f"allowed: {', '.join(SCHEDULERS)}")
+        problems.add("scheduler.type", unknown("value", s.type, list(SCHEDULERS)))
     if s.grace_period < 1:
         problems.add("scheduler.grace_period", f"must be >= 1 epoch, got {s.grace_period}")
     if s.reduction_factor <= 1:
@@ -445,8 +444,7 @@ def check_claims(spec: SweepSpec, problems: Problems) -> None:
         seen.add(claim.id)
         for method in claim.methods:
             if method not in METHODS:
-                problems.add(f"claims[{index}].methods", f"unknown method {method!r}{suggest(method, METHODS.names())}; "
-                                                         f"allowed: {', '.join(METHODS.names())}")
+                problems.add(f"claims[{index}].methods", unknown("method", method, METHODS.names()))
 
 
 def finalize(spec: SweepSpec) -> None:

@@ -124,6 +124,7 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
 
     from orchestrator.progress import ProgressLog
     from orchestrator.scheduler import CellASHA, SchedulerState
+    from orchestrator.trainable_kinds import TRAINABLES
     from orchestrator.search import CellSearcher
     from orchestrator.tracking import MlflowTracking
 
@@ -134,7 +135,8 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
     experiment, parent_run = parent
     # The JSON logger writes each trial's result.json, which `status` reads through Ray's ExperimentAnalysis.
     # It comes first so that result.json is complete when MLflow logs the trial's files.
-    callbacks = [JsonLoggerCallback(), SchedulerState(scheduler), MlflowTracking(spec.tracking.uri, experiment, parent_run),
+    tracking = MlflowTracking(spec.tracking.uri, experiment, parent_run, TRAINABLES[spec.trainable].checkpoint_artifacts)
+    callbacks = [JsonLoggerCallback(), SchedulerState(scheduler), tracking,
                  ProgressLog(spec.metric, planned_trials(loaded, cells))]
     return tune.Tuner(
         trainable_with_resources(loaded),

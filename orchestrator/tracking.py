@@ -94,10 +94,11 @@ def end_parent_run(uri: str, run_id: str, status: str) -> None:
 
 
 class MlflowTracking(Callback):
-    def __init__(self, uri: str, experiment: str, parent_run_id: str):
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, checkpoint_artifacts: tuple[str, ...] = ()):
         self.uri = uri
         self.experiment = experiment
         self.parent_run_id = parent_run_id
+        self.checkpoint_artifacts = checkpoint_artifacts
         # Ray trial id -> MLflow run id; saved in Tune's callback snapshots.
         self.runs: dict[str, str] = {}
         # Ray trial id -> last epoch logged to its run (epochs replayed after a restore are skipped).
@@ -195,6 +196,11 @@ class MlflowTracking(Callback):
         self.client.log_dict(run_id, json_safe(trial.last_result or {}), "final_result.json")
         for path in trial_files(trial):
             self.client.log_artifact(run_id, str(path), "trial")
+        if trial.checkpoint is not None and self.checkpoint_artifacts:
+            with trial.checkpoint.as_directory() as directory:
+                for name in self.checkpoint_artifacts:
+                    if (Path(directory) / name).is_file():
+                        self.client.log_artifact(run_id, str(Path(directory) / name), "trial")
         self.client.set_terminated(run_id, status)
 
 

@@ -23,6 +23,8 @@ class TrainableKind:
     metrics: tuple[str, ...]
     # Reported at the last epoch only: no use to an early-stopping scheduler.
     final_only_metrics: tuple[str, ...] = ()
+    # Files of a trial's last checkpoint that MLflow keeps as the trial's artifacts.
+    checkpoint_artifacts: tuple[str, ...] = ()
 
 
 def ssl_trial_config(config: dict) -> dict:
@@ -68,8 +70,14 @@ def synthetic_function() -> Callable[[dict], None]:
 TRAINABLES: dict[str, TrainableKind] = {
     "ssl": TrainableKind(
         ssl_trial_config, ssl_function,
-        metrics=("knn_acc", "online_acc", "loss", "rank_repr", "rank_emb", "emb_std", "linear_acc"),
+        metrics=("knn_acc", "online_acc", "fewshot_acc", "loss", "rank_repr", "rank_emb", "emb_std", "n_collapsed",
+                 "l_c", "l_nc", "garrido_residual", "linear_acc",
+                 # Only where they apply: theory backbones, sparse_coding's dictionary, linear predictors.
+                 "weight_norm", "layer_alignment", "recovery_max", "recovery_median", "recovery_min",
+                 "predictor_asymmetry", "predictor_alignment"),
         final_only_metrics=("linear_acc",),
+        checkpoint_artifacts=("spectra.json",),
     ),
-    "synthetic": TrainableKind(synthetic_trial_config, synthetic_function, metrics=("knn_acc", "loss")),
+    "synthetic": TrainableKind(synthetic_trial_config, synthetic_function, metrics=("knn_acc", "loss"),
+                               checkpoint_artifacts=("synthetic_state.json",)),
 }

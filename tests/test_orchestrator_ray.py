@@ -116,7 +116,11 @@ def test_mlflow_holds_parent_and_child_runs(finished_sweep):
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"trial_config.yaml", "final_result.json", "trial"} <= artifacts
-        assert "trial/result.json" in {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+        trial_artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+        # The Tune result log, and the state file of the trial's last checkpoint.
+        assert {"trial/result.json", "trial/synthetic_state.json"} <= trial_artifacts
+        state = json.loads(Path(client.download_artifacts(run.info.run_id, "trial/synthetic_state.json")).read_text())
+        assert state["epoch"] == len(history)
 
 
 def test_status_reads_the_sweep_directory(finished_sweep, capsys):
@@ -124,6 +128,29 @@ def test_status_reads_the_sweep_directory(finished_sweep, capsys):
     out = capsys.readouterr().out
     assert "12 of 12 planned trials (12 TERMINATED)" in out
     assert "offset=0.0" in out and "offset=10.0" in out
+
+
+def test_ssl_sweep_trains_real_trials_and_keeps_their_spectra(tmp_path):
+    """The real SSL trainable through Tune: digits, two methods, two short trials each."""
+    path = tmp_path / "ssl.yaml"
+    path.write_text(
+        f"name: ssl\nstorage: {tmp_path / 'runs'}\ntracking: {{uri: 'sqlite:///{tmp_path / 'mlflow.db'}'}}\n"
+        "trial: {data: {name: digits}, epochs: 2, batch_size: 128, model: {width: 64, projector: 64-32}}\n"
+        "grid: {method: [simclr, byol]}\n"
+        "search: {trials_per_cell: 1, params: {optim.lr: {type: loguniform, low: 0.05, high: 0.5}}}\n"
+        "scheduler: {type: none}\nseeds: [1]\nmetric: fewshot_acc\n"
+    )
+    loaded = load_spec(path)
+    assert run_sweep(loaded, address=None, verbose=0).errors == 0
+    client = MlflowClient(loaded.spec.tracking.uri)
+    runs = child_runs(client, loaded.spec.tracking.experiment, "ssl")
+    assert sorted(r.data.tags["method"] for r in runs) == ["byol", "byol", "simclr", "simclr"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "fewshot_acc")] == [1, 2]
+        assert 0.1 < run.data.metrics["knn_acc"] <= 1.0 and "n_collapsed" in run.data.metrics
+        spectra = json.loads(Path(client.download_artifacts(run.info.run_id, "trial/spectra.json")).read_text())
+        assert spectra["epoch"] == 2 and len(spectra["embedding_covariance"]) == 32
 
 
 def free_port() -> int:

@@ -113,10 +113,11 @@ def logsumexp_off_diagonal_covariance(cov: torch.Tensor, temperature: float) -> 
     return torch.logsumexp((cov / temperature).masked_fill(eye, float("-inf")), dim=1).mean()
 
 
-def vicreg_terms(
-    z1: torch.Tensor, z2: torch.Tensor, std_eps: float, temperature: float | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """VICReg's invariance, variance and covariance terms as in the official code: MSE
+def weighted_vicreg_loss(
+    z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float, std_coeff: float, cov_coeff: float, std_eps: float,
+    temperature: float | None,
+) -> torch.Tensor:
+    """VICReg's invariance, variance and covariance terms as in the official code, weighted: MSE
     invariance; hinge on the per-dimension std (unbiased variance + eps) at 1, averaged over both
     views; covariance criterion summed over both views. temperature=None: squared off-diagonal
     covariance (VICReg); a float: c_exp with that temperature (VICReg-exp)."""
@@ -133,7 +134,7 @@ def vicreg_terms(
             covariance = covariance + squared_off_diagonal_covariance(cov)
         else:
             covariance = covariance + logsumexp_off_diagonal_covariance(cov, temperature)
-    return invariance, variance, covariance
+    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
 
 def vicreg_loss(
@@ -147,8 +148,7 @@ def vicreg_loss(
     """VICReg (Bardes et al.), as in the official code: MSE invariance; hinge on the per-dimension
     std (unbiased variance + eps) at 1, averaged over both views; squared off-diagonal covariance
     summed and divided by D, summed over both views."""
-    invariance, variance, covariance = vicreg_terms(z1, z2, std_eps, temperature=None)
-    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+    return weighted_vicreg_loss(z1, z2, sim_coeff, std_coeff, cov_coeff, std_eps, temperature=None)
 
 
 def vicreg_exp_loss(
@@ -162,8 +162,7 @@ def vicreg_exp_loss(
 ) -> torch.Tensor:
     """VICReg-exp (Garrido et al. eq. 12): VICReg with its covariance criterion replaced by the
     LogSumExp one, c_exp(K) = (1/D) sum_i log sum_{j != i} exp(C(K)_ij / tau)."""
-    invariance, variance, covariance = vicreg_terms(z1, z2, std_eps, temperature)
-    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+    return weighted_vicreg_loss(z1, z2, sim_coeff, std_coeff, cov_coeff, std_eps, temperature)
 
 
 def vicreg_ctr_loss(
