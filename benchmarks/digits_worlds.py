@@ -2,7 +2,7 @@
 SSL methods trained for a fixed number of epochs (small 3-conv CNN, this machine's cores); prints
 kNN accuracy, fewshot_acc and wall time per run.
 
-    .venv/bin/python benchmarks/digits_worlds.py clutter [--methods simclr,vicreg] [--epochs 70]
+    .venv/bin/python benchmarks/digits_worlds.py clutter [--methods simclr,vicreg] [--epochs 60]
     .venv/bin/python benchmarks/digits_worlds.py natural [--epochs 30]
 
 clutter: digits_clutter with its defaults (pair views), and SimCLR once more with both views
@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("world", choices=["clutter", "natural"])
     parser.add_argument("--methods", default="simclr,vicreg")
-    parser.add_argument("--epochs", type=int, default=70)
+    parser.add_argument("--epochs", type=int, default=60)
     args = parser.parse_args()
     methods = args.methods.split(",")
     if args.world == "clutter":

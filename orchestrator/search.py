@@ -140,6 +140,10 @@ class CellSearcher(Searcher):
         else:
             state = optuna.trial.TrialState.FAIL if record.value is None else optuna.trial.TrialState.PRUNED
             study.tell(record.optuna_number, state=state, skip_if_finished=True)
+        cell = next(c for c in self.cells if c.id == record.cell)
+        if self.search_ended(cell) and self.best_search_record(cell) is None:
+            log.warning("cell %s (%s): no search trial ran to the end (stopped early, diverged or failed); "
+                        "no confirmation runs", cell.id, cell.label)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -178,8 +182,6 @@ class CellSearcher(Searcher):
             return None
         best = self.best_search_record(cell)
         if best is None:
-            if done == 0:
-                log.warning("cell %s (%s): no search trial ran to the end; no confirmation runs", cell.id, cell.label)
             return None
         seed = self.spec.seeds[done]
         config = build_trial_config(self.spec, cell.values, best.params, seed=seed)

@@ -92,6 +92,22 @@ def test_searcher_routes_by_cell_then_confirms(searcher):
     assert states == {"unit.c00": ["COMPLETE", "PRUNED"], "unit.c01": ["COMPLETE", "COMPLETE"]}
 
 
+def test_cell_without_a_complete_search_trial_is_skipped_with_one_warning(searcher, caplog):
+    searcher, url = searcher
+    first = [searcher.suggest(f"t{i}") for i in range(4)]
+    for i, config in enumerate(first):
+        if config["sweep"]["cell"] == "c00":  # both c00 trials diverge at epoch 1
+            searcher.on_trial_complete(f"t{i}", {"epoch": 1, "knn_acc": float("nan"), "diverged": 1.0})
+        else:
+            searcher.on_trial_complete(f"t{i}", {"epoch": 4, "knn_acc": 1.0})
+    confirm = [searcher.suggest(f"c{i}") for i in range(3)]
+    assert [c["sweep"]["key"] for c in confirm[:2]] == ["c01-confirm-seed1", "c01-confirm-seed2"]
+    assert confirm[2] == "FINISHED"
+    warnings = [r.getMessage() for r in caplog.records if "no search trial ran to the end" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("cell c00")
+    assert [t.state.name for t in optuna.load_study(study_name="unit.c00", storage=url).trials] == ["FAIL", "FAIL"]
+
+
 def test_searcher_takes_up_optuna_trials_forgotten_by_a_restore(searcher, tmp_path):
     searcher, url = searcher
     snapshot = tmp_path / "searcher.pkl"
