@@ -57,18 +57,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("world", choices=["clutter", "natural"])
     parser.add_argument("--methods", default="simclr,vicreg")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, help="default: 60 for clutter, 30 for natural")
     args = parser.parse_args()
     methods = args.methods.split(",")
     if args.world == "clutter":
-        report("digits_clutter (pair views)", {"name": "digits_clutter"}, methods, args.epochs)
+        epochs = args.epochs or 60
+        report("digits_clutter (pair views)", {"name": "digits_clutter"}, methods, epochs)
         report("digits_clutter (both views from one composite)",
-               {"name": "digits_clutter", "options": {"pair_views": False}}, methods[:1], args.epochs)
+               {"name": "digits_clutter", "options": {"pair_views": False}}, methods[:1], epochs)
         return
     for contrast, digit in ((1.0, (12, 20)), (0.5, (12, 20)), (1.0, (20, 28))):
         options = {"contrast": contrast, "digit_min": digit[0], "digit_max": digit[1]}
         report(f"digits_on_natural contrast {contrast}, digits {digit[0]}-{digit[1]} px",
-               {"name": "digits_on_natural", "options": options}, methods[:1], args.epochs)
+               {"name": "digits_on_natural", "options": options}, methods[:1], args.epochs or 30)
 
 
 if __name__ == "__main__":
