@@ -88,7 +88,7 @@ def test_digits_split_is_stratified_and_fixed_by_split_seed():
     c = load_data(trial_config({"data": {"split_seed": 1}}).data)
     assert not torch.equal(a.test.samples, c.test.samples)
     counts = torch.bincount(a.test.labels, minlength=10)
-    assert counts.min() >= 35 and counts.max() <= 37  # 360 test digits, ~36 per class
+    assert counts.min() >= 35 and counts.max() <= 37  # 359 test digits, ~36 per class
     assert len(a.train) + len(a.test) == 1797
 
 

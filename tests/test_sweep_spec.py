@@ -118,4 +118,4 @@ def test_trial_config_is_built_from_base_grid_and_search():
     assert config["method"] == "simclr" and config["batch_size"] == 64
     assert config["model"]["projector"] == "256-256-64"
     assert config["optim"]["lr"] == 0.3 and config["method_kwargs"] == {"temperature": 0.2}
-    assert config["seed"] == 7 and config["epochs"] == 6
+    assert config["seed"] == 7 and config["epochs"] == 8
