@@ -89,7 +89,7 @@ def main() -> None:
     from ray.tune import ExperimentAnalysis
 
     from orchestrator.spec import load_spec
-    from orchestrator.sweep import TUNE_DIR, run_sweep
+    from orchestrator.sweep import run_sweep, tune_path
     cpus = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()[0]:.2f} on {cpus} CPUs")
     with tempfile.TemporaryDirectory(prefix="dualsweep-bench-") as tmp:
@@ -107,7 +107,7 @@ def main() -> None:
         busy = (busy1 - busy0) / (total1 - total0)
         ray.shutdown()
 
-        trials = ExperimentAnalysis(str(loaded.sweep_dir / TUNE_DIR)).trials
+        trials = ExperimentAnalysis(tune_path(loaded)).trials
         trial_time = sum((t.last_result or {}).get("time_total_s", 0.0) for t in trials)
         configs = [t.config["trial"] for t in trials]
         client = MlflowClient(loaded.spec.tracking.uri)

@@ -170,21 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep YAML, e.g. sweeps/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. search.trials_per_cell=2")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else Ray on this machine)")
-    p.add_argument("--storage", help="folder (local or shared, e.g. NFS) under which the sweep directory is made")
+    p.add_argument("--storage", help="folder (local or shared, e.g. NFS) under which the sweep directory is made, "
+                                    "or a storage URI (s3://bucket/sweeps, gs://, hdfs://, abfs://, file://)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the cells; start nothing")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
                    help="0: a line per finished trial; 1, 2: Ray Tune's own tables and worker logs")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="continue a sweep after a crash, a kill, or on another cluster")
-    p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, or the sweep's YAML")
+    p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, the sweep's YAML, or its URI (<storage URI>/<name>)")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else Ray on this machine)")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
                    help="0: a line per finished trial; 1, 2: Ray Tune's own tables and worker logs")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", help="cells, trials by state, best per cell, read from the sweep directory")
-    p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, or the sweep's YAML")
+    p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, the sweep's YAML, or its URI (<storage URI>/<name>)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("ui", help="MLflow UI on the sweep store, bound to the loopback interface")

@@ -71,12 +71,21 @@ def sampler_for(spec: SweepSpec, cell: Cell, index: int) -> optuna.samplers.Base
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
-def suggest_value(trial: optuna.Trial, key: str, p: SearchParam) -> Any:
+def distribution(p: SearchParam) -> optuna.distributions.BaseDistribution:
     if p.type == "choice":
-        return trial.suggest_categorical(key, p.choices)
+        return optuna.distributions.CategoricalDistribution(p.choices)
     if p.type == "int":
-        return trial.suggest_int(key, int(p.low), int(p.high))
-    return trial.suggest_float(key, p.low, p.high, log=p.type == "loguniform")
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high))
+    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.type == "loguniform")
+
+
+def record_state(record: TrialRecord) -> optuna.trial.TrialState:
+    """How Optuna sees a search trial: still running, complete, stopped early (PRUNED) or failed."""
+    if not record.finished:
+        return optuna.trial.TrialState.RUNNING
+    if record.complete:
+        return optuna.trial.TrialState.COMPLETE
+    return optuna.trial.TrialState.FAIL if record.value is None else optuna.trial.TrialState.PRUNED
 
 
 class CellSearcher(Searcher):
@@ -138,8 +147,7 @@ class CellSearcher(Searcher):
         if record.complete:
             study.tell(record.optuna_number, record.value, skip_if_finished=True)
         else:
-            state = optuna.trial.TrialState.FAIL if record.value is None else optuna.trial.TrialState.PRUNED
-            study.tell(record.optuna_number, state=state, skip_if_finished=True)
+            study.tell(record.optuna_number, state=record_state(record), skip_if_finished=True)
         cell = next(c for c in self.cells if c.id == record.cell)
         if self.search_ended(cell) and self.best_search_record(cell) is None:
             log.warning("cell %s (%s): no search trial ran to the end (stopped early, diverged or failed); "
@@ -154,6 +162,20 @@ class CellSearcher(Searcher):
             state = pickle.load(f)
         self.trials = state["trials"]
         self.max_concurrent = state["max_concurrent"]
+        self.rebuild_studies()
+
+    def rebuild_studies(self) -> None:
+        """A sweep resumed from a storage URI on another machine starts with empty Optuna studies:
+        each cell's search trials are added again from the saved records, numbered as before."""
+        for cell in self.cells:
+            study = self.study(cell.id)
+            known = len(study.get_trials(deepcopy=False))
+            records = sorted((r for r in self.trials.values() if r.cell == cell.id and r.phase == SEARCH),
+                             key=lambda r: r.optuna_number)
+            for record in records[known:]:
+                study.add_trial(optuna.trial.create_trial(
+                    state=record_state(record), value=record.value if record.complete else None,
+                    params=record.params, distributions=self.distributions(cell), user_attrs={"trial_key": record.key}))
 
     # --- routing by cell --------------------------------------------------------------------
     def count(self, cell: Cell, phase: str, finished_only: bool = False) -> int:
@@ -213,10 +235,12 @@ class CellSearcher(Searcher):
             log.info("%s: taking up Optuna trial %d of a run forgotten by the last snapshot", key, index)
             return existing[index].number, dict(existing[index].params)
         study.sampler = sampler_for(self.spec, cell, index)
-        trial = study.ask()
-        params = {name: suggest_value(trial, name, p) for name, p in cell_params(self.spec, cell).items()}
+        trial = study.ask(self.distributions(cell))
         trial.set_user_attr("trial_key", key)
-        return trial.number, params
+        return trial.number, dict(trial.params)
+
+    def distributions(self, cell: Cell) -> dict[str, optuna.distributions.BaseDistribution]:
+        return {key: distribution(p) for key, p in cell_params(self.spec, cell).items()}
 
     def study(self, cell_id: str) -> optuna.Study:
         if self._storage is None:

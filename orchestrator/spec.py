@@ -24,6 +24,8 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # Claim ids follow /work/shared/CLAIMS.md: paper letter + claim number (G3, T1, ...).
 CLAIM_ID = re.compile(r"[GTJCP][0-9]+")
 DEFAULT_STORAGE = "sweeps-runs"
+# Storage URIs that Ray Tune reaches through pyarrow's filesystems (file:// is the local one).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 
 
 @dataclass
@@ -98,7 +100,8 @@ class SweepSpec:
     seed: int = 0
     # Trials running at once; 0: as many as the cluster's resources fit.
     max_concurrent: int = 0
-    # Folder under which the sweep directory <name>/ is made; None: ./sweeps-runs.
+    # Folder (local or shared, e.g. NFS) under which the sweep directory <name>/ is made, or a
+    # storage URI such as s3://bucket/sweeps; None: ./sweeps-runs.
     storage: Optional[str] = None
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     claims: list[ClaimSpec] = field(default_factory=list)
@@ -119,8 +122,25 @@ class LoadedSpec:
     yaml_text: str  # the resolved, validated spec as YAML: what the sweep directory keeps
 
     @property
+    def remote_dir(self) -> Optional[str]:
+        """With a storage URI: where Ray keeps the experiment and checkpoints, and a spec copy."""
+        return f"{self.spec.storage}/{self.spec.name}" if is_uri(self.spec.storage) else None
+
+    @property
     def sweep_dir(self) -> Path:
-        return Path(self.spec.storage or DEFAULT_STORAGE).resolve() / self.spec.name
+        """The sweep's local directory: its spec copy and Optuna studies, and Ray's experiment unless
+        the storage is a URI (then under ./sweeps-runs of the directory the command runs in)."""
+        local = DEFAULT_STORAGE if is_uri(self.spec.storage) else self.spec.storage or DEFAULT_STORAGE
+        return Path(local).resolve() / self.spec.name
+
+    @property
+    def tune_storage(self) -> str:
+        """Ray Tune's storage_path."""
+        return self.remote_dir or str(self.sweep_dir)
+
+
+def is_uri(storage: Optional[str]) -> bool:
+    return bool(storage) and "://" in storage
 
 
 class Problems:
@@ -316,9 +336,12 @@ def check_spec(spec: SweepSpec, problems: Problems, local_machine: bool) -> None
     check_resources(spec, problems, local_machine)
     if spec.max_concurrent < 0:
         problems.add("max_concurrent", f"must be >= 0 (0: as many trials as fit), got {spec.max_concurrent}")
-    if spec.storage and "://" in spec.storage:
-        problems.add("storage", f"{spec.storage!r}: only local or mounted shared folders (e.g. NFS) are supported, "
-                                "not URIs: the sweep directory also holds the Optuna studies' sqlite file")
+    if is_uri(spec.storage):
+        scheme, _, rest = spec.storage.partition("://")
+        if scheme not in STORAGE_SCHEMES:
+            problems.add("storage", unknown("URI scheme", scheme, list(STORAGE_SCHEMES)))
+        elif not rest.strip("/"):
+            problems.add("storage", f"{spec.storage!r} names no bucket or folder")
     check_claims(spec, problems)
 
 
@@ -450,7 +473,10 @@ def check_claims(spec: SweepSpec, problems: Problems) -> None:
 def finalize(spec: SweepSpec) -> None:
     """Pin everything that depends on where the command runs, so that a resume elsewhere uses the
     same sweep directory and MLflow store."""
-    spec.storage = str(Path(spec.storage or DEFAULT_STORAGE).resolve())
+    if is_uri(spec.storage):
+        spec.storage = spec.storage.rstrip("/")
+    else:
+        spec.storage = str(Path(spec.storage or DEFAULT_STORAGE).resolve())
     spec.tracking.uri = tracking_uri(spec.tracking.uri)
     spec.tracking.experiment = spec.tracking.experiment or spec.name
 

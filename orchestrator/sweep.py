@@ -1,7 +1,10 @@
 """Running a sweep: the sweep directory, Ray, and the one Tuner that runs every trial of the sweep.
 
 A sweep directory (<storage>/<name>/) holds sweep.yaml (the validated spec, so that `resume` and
-`status` need nothing else), optuna.db (one study per cell) and tune/ (Ray Tune's experiment)."""
+`status` need nothing else), optuna.db (one study per cell) and tune/ (Ray Tune's experiment).
+With a storage URI (s3://bucket/sweeps), tune/ and a copy of sweep.yaml live at <URI>/<name>/ and
+the rest in ./sweeps-runs/<name>/; `resume <URI>/<name>` works from any machine, rebuilding the
+Optuna studies from Ray's saved searcher state when they are not there."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.cells import CONFIRM, SEARCH, SWEEP_KEY, Cell, expand_cells
-from orchestrator.spec import DEFAULT_STORAGE, LoadedSpec, SpecError, spec_from_yaml_text
+from orchestrator.spec import DEFAULT_STORAGE, LoadedSpec, SpecError, is_uri, spec_from_yaml_text
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,42 @@ def planned_trials(loaded: LoadedSpec, cells: list[Cell]) -> int:
     return len(cells) * (loaded.spec.search.trials_per_cell + len(loaded.spec.seeds))
 
 
+def read_remote_text(uri: str) -> Optional[str]:
+    import pyarrow.fs
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def write_remote_text(uri: str, text: str) -> None:
+    import pyarrow.fs
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    filesystem.create_dir(path.rsplit("/", 1)[0])
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(text.encode())
+
+
+def fetch_remote_sweep(uri: str) -> Path:
+    """The local directory of the sweep stored at `uri`, made from its spec copy when missing."""
+    text = read_remote_text(f"{uri.rstrip('/')}/{SPEC_FILE}")
+    if text is None:
+        raise SpecError([f"{uri}: no sweep here; give the URI of a sweep's folder, <storage>/<name>, holding {SPEC_FILE}"])
+    loaded = spec_from_yaml_text(text, f"{uri}/{SPEC_FILE}")
+    loaded.sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not (loaded.sweep_dir / SPEC_FILE).exists():
+        (loaded.sweep_dir / SPEC_FILE).write_text(text)
+    return loaded.sweep_dir
+
+
 def find_sweep_dir(sweep: str) -> Path:
-    """`sweep` is a sweep directory, a sweep name under ./sweeps-runs, or the sweep's YAML file."""
+    """`sweep` is a sweep directory, a sweep name under ./sweeps-runs, the sweep's YAML file, or
+    the URI of a sweep kept in a storage URI."""
+    if is_uri(sweep):
+        return fetch_remote_sweep(sweep)
     path = Path(sweep)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         from orchestrator.spec import load_spec
@@ -57,7 +94,7 @@ def describe_plan(loaded: LoadedSpec) -> str:
     cells = expand_cells(spec)
     lines = [f"sweep {spec.name}: {len(cells)} cells x ({spec.search.trials_per_cell} search + "
              f"{len(spec.seeds)} confirmation trials) = {planned_trials(loaded, cells)} trials",
-             f"  sweep directory {loaded.sweep_dir}", f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})"]
+             f"  sweep directory {loaded.sweep_dir}" + (f"; Ray's experiment in {loaded.remote_dir}" if loaded.remote_dir else ""), f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})"]
     for cell in cells:
         lines.append(f"  {cell.id}  {cell.label}  [{cell.family}]")
     return "\n".join(lines)
@@ -148,7 +185,7 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(loaded.sweep_dir), callbacks=callbacks, verbose=verbose,
+            name=TUNE_DIR, storage_path=loaded.tune_storage, callbacks=callbacks, verbose=verbose,
             # Two, not one: Tune deletes a trial's older checkpoint as soon as a newer one arrives,
             # before its next experiment snapshot; with one kept, a kill in between leaves the
             # snapshot pointing at a deleted checkpoint and the trial cannot be restored.
@@ -164,10 +201,16 @@ class Outcome:
     errors: int
 
 
+def tune_path(loaded: LoadedSpec) -> str:
+    return f"{loaded.tune_storage}/{TUNE_DIR}"
+
+
 def ensure_new_sweep(loaded: LoadedSpec) -> None:
-    if (loaded.sweep_dir / SPEC_FILE).exists():
-        raise SpecError([f"{loaded.source}: name: sweep directory {loaded.sweep_dir} exists already; "
-                         f"`dualsweep resume {loaded.spec.name}` continues it, or choose another name"])
+    where = loaded.remote_dir if loaded.remote_dir and read_remote_text(f"{loaded.remote_dir}/{SPEC_FILE}") else None
+    if where or (loaded.sweep_dir / SPEC_FILE).exists():
+        where = where or loaded.sweep_dir
+        raise SpecError([f"{loaded.source}: name: sweep directory {where} exists already; "
+                         f"`dualsweep resume {where}` continues it, or choose another name"])
 
 
 def run_sweep(loaded: LoadedSpec, address: Optional[str], verbose: int = 0) -> Outcome:
@@ -176,6 +219,8 @@ def run_sweep(loaded: LoadedSpec, address: Optional[str], verbose: int = 0) -> O
     cells = expand_cells(loaded.spec)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / SPEC_FILE).write_text(loaded.yaml_text)
+    if loaded.remote_dir:
+        write_remote_text(f"{loaded.remote_dir}/{SPEC_FILE}", loaded.yaml_text)
     return execute(loaded, cells, address, verbose, restore=False)
 
 
@@ -185,7 +230,7 @@ def resume_sweep(sweep_dir: Path, address: Optional[str], verbose: int = 0) -> O
     # afresh; the searcher takes up the Optuna trials already asked and MLflow runs are found by tag.
     from ray import tune
 
-    restore = tune.Tuner.can_restore(str(sweep_dir / TUNE_DIR))
+    restore = tune.Tuner.can_restore(tune_path(loaded))
     return execute(loaded, expand_cells(loaded.spec), address, verbose, restore=restore)
 
 
@@ -201,7 +246,7 @@ def execute(loaded: LoadedSpec, cells: list[Cell], address: Optional[str], verbo
     connect_ray(address, verbose)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(loaded)))
     if restore:
-        tuner = tune.Tuner.restore(str(loaded.sweep_dir / TUNE_DIR), trainable_with_resources(loaded),
+        tuner = tune.Tuner.restore(tune_path(loaded), trainable_with_resources(loaded),
                                    resume_unfinished=True, resume_errored=False)
     else:
         tuner = build_tuner(loaded, cells, parent, verbose)
@@ -226,17 +271,18 @@ class TrialView:
     epochs: int
 
 
-def read_trials(sweep_dir: Path, metric: str) -> list[TrialView]:
+def read_trials(loaded: LoadedSpec) -> list[TrialView]:
     """The trials of Ray's last experiment snapshot (no Ray cluster needed)."""
+    from ray import tune
     from ray.tune import ExperimentAnalysis
 
-    tune_dir = sweep_dir / TUNE_DIR
-    if not tune_dir.is_dir() or not any(tune_dir.glob("experiment_state-*.json")):
+    if not tune.Tuner.can_restore(tune_path(loaded)):
         return []
     # It warns about every trial without a result file (one that failed before its first epoch).
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     views = []
-    for trial in ExperimentAnalysis(str(tune_dir)).trials:
+    metric = loaded.spec.metric
+    for trial in ExperimentAnalysis(tune_path(loaded)).trials:
         where = trial.config.get(SWEEP_KEY, {})
         result = trial.last_result or {}
         views.append(TrialView(where.get("cell", "?"), where.get("phase", "?"), where.get("key", trial.trial_id),
@@ -248,7 +294,7 @@ def status_table(sweep_dir: Path) -> str:
     loaded = load_sweep_dir(sweep_dir)
     spec = loaded.spec
     cells = expand_cells(spec)
-    trials = read_trials(sweep_dir, spec.metric)
+    trials = read_trials(loaded)
     by_state: dict[str, int] = {}
     for t in trials:
         by_state[t.status] = by_state.get(t.status, 0) + 1

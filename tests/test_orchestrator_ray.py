@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.spec import load_spec
-from orchestrator.sweep import OPTUNA_FILE, SPEC_FILE, read_trials, run_sweep
+from orchestrator.sweep import OPTUNA_FILE, SPEC_FILE, load_sweep_dir, read_trials, run_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 
@@ -27,10 +28,10 @@ TRIALS_PER_CELL = 4
 SEEDS = (1, 2)
 
 
-def write_sweep(directory: Path, name: str, body: str) -> Path:
+def write_sweep(directory: Path, name: str, body: str, storage: str | None = None) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(
-        f"name: {name}\ntrainable: synthetic\nstorage: {directory / 'runs'}\n"
+        f"name: {name}\ntrainable: synthetic\nstorage: {storage or directory / 'runs'}\n"
         f"tracking: {{uri: 'sqlite:///{directory / 'mlflow.db'}'}}\n{body}"
     )
     return path
@@ -209,17 +210,21 @@ def read_epoch_log(path: Path) -> list[tuple[str, str, int, int]]:
     return rows
 
 
-@pytest.mark.parametrize("phase", ["search", "confirm"])
-def test_kill_driver_then_resume(tmp_path, ray_cluster, phase):
-    """The driver is killed while a trial of `phase` is running."""
+@pytest.mark.parametrize("phase,storage", [("search", "folder"), ("confirm", "folder"), ("search", "uri")])
+def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypatch, capsys):
+    """The driver is killed while a trial of `phase` is running. With a storage URI (file://, which
+    Ray reaches through pyarrow like s3://), the local sweep directory is then deleted and the sweep
+    resumed from its URI, as on another machine."""
     epoch_log = tmp_path / "epochs.log"
+    uri = f"file://{tmp_path / 'remote'}" if storage == "uri" else None
+    sweep_dir = tmp_path / ("sweeps-runs" if uri else "runs") / "killed"
     path = write_sweep(tmp_path, "killed", (
         f"trial: {{epochs: {EPOCHS}, seconds_per_epoch: 1.0, epoch_log: '{epoch_log}'}}\n"
         "grid: {offset: [0.0, 10.0]}\n"
         "search: {trials_per_cell: 3, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
         "scheduler: {type: asha, grace_period: 2, reduction_factor: 2}\n"
         "seeds: [1]\n"
-    ))
+    ), storage=uri)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "orchestrator.cli"]
     driver = subprocess.Popen([*cli, "run", str(path), "--address", ray_cluster, "--verbose", "0"], cwd=tmp_path,
@@ -249,7 +254,9 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase):
     finished_before = set(finished_at)
     first_job = before[0][1]
 
-    resumed = subprocess.run([*cli, "resume", str(tmp_path / "runs" / "killed"), "--address", ray_cluster,
+    if uri:
+        shutil.rmtree(sweep_dir)
+    resumed = subprocess.run([*cli, "resume", f"{uri}/killed" if uri else str(sweep_dir), "--address", ray_cluster,
                               "--verbose", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
@@ -257,7 +264,7 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase):
     after = [r for r in rows if r[1] != first_job]
     planned = {f"c0{c}-search-00{i}" for c in range(2) for i in range(3)} | {"c00-confirm-seed1", "c01-confirm-seed1"}
     # Every trial ends exactly once, in Ray's final state.
-    trials = read_trials(tmp_path / "runs" / "killed", "knn_acc")
+    trials = read_trials(load_sweep_dir(sweep_dir))
     assert sorted(t.key for t in trials) == sorted(planned)
     assert all(t.status == "TERMINATED" for t in trials)
     # Finished trials are not re-executed.
@@ -288,10 +295,13 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase):
     for run in runs:  # epochs run again from an older checkpoint are not logged twice
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")]
         assert steps == list(range(1, len(steps) + 1)), (run.info.run_name, steps)
-    assert (tmp_path / "runs" / "killed" / SPEC_FILE).is_file()
+    assert (sweep_dir / SPEC_FILE).is_file()
     # Optuna: each study holds its trials once, all finished.
-    storage = f"sqlite:///{tmp_path / 'runs' / 'killed' / OPTUNA_FILE}"
     for cell in ("c00", "c01"):
-        trials = optuna.load_study(study_name=f"killed.{cell}", storage=storage).trials
+        trials = optuna.load_study(study_name=f"killed.{cell}", storage=f"sqlite:///{sweep_dir / OPTUNA_FILE}").trials
         assert sorted(t.user_attrs["trial_key"] for t in trials) == [f"{cell}-search-00{i}" for i in range(3)]
         assert all(t.state.is_finished() for t in trials)
+    if uri:  # status straight from the URI, in a directory that has never seen the sweep
+        monkeypatch.chdir(tmp_path / "remote")
+        assert main(["status", f"{uri}/killed"]) == 0
+        assert f"{len(planned)} of {len(planned)} planned trials ({len(planned)} TERMINATED)" in capsys.readouterr().out

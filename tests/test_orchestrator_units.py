@@ -118,3 +118,28 @@ def test_searcher_takes_up_optuna_trials_forgotten_by_a_restore(searcher, tmp_pa
     again = restored.suggest("t0-new")
     assert again["trial"]["x"] == forgotten["trial"]["x"]
     assert len(optuna.load_study(study_name="unit.c00", storage=url).trials) == 1
+
+
+def test_restore_on_a_machine_without_the_studies_rebuilds_them(searcher, tmp_path):
+    """A sweep in a storage URI resumed elsewhere: Ray's saved searcher state is all there is."""
+    searcher, url = searcher
+    first = [searcher.suggest(f"t{i}") for i in range(3)]  # c00-000, c01-000, c00-001
+    searcher.on_trial_complete("t0", {"epoch": 4, "knn_acc": 0.5})
+    searcher.on_trial_complete("t1", {"epoch": 2, "knn_acc": 10.2})  # stopped early
+    snapshot = tmp_path / "searcher.pkl"
+    searcher.save(str(snapshot))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    new_url = f"sqlite:///{elsewhere}/optuna.db"
+    create_studies(searcher.spec, searcher.cells, new_url)
+    restored = CellSearcher(searcher.spec, searcher.cells, new_url)
+    restored.restore(str(snapshot))
+    for cell, expected in (("c00", [("COMPLETE", 0.5), ("RUNNING", None)]), ("c01", [("PRUNED", None)])):
+        trials = optuna.load_study(study_name=f"unit.{cell}", storage=new_url).trials
+        assert [(t.state.name, t.value) for t in trials] == expected
+        assert [t.params["x"] for t in trials] == [c["trial"]["x"] for c in first if c["sweep"]["cell"] == cell]
+    restored.on_trial_complete("t2", {"epoch": 4, "knn_acc": 0.7})
+    assert optuna.load_study(study_name="unit.c00", storage=new_url).trials[1].value == 0.7
+    keys = [restored.suggest(f"t{i}")["sweep"]["key"] for i in range(3, 6)]
+    assert keys == ["c00-confirm-seed1", "c00-confirm-seed2", "c01-search-001"]
+    assert len(optuna.load_study(study_name="unit.c01", storage=new_url).trials) == 2
