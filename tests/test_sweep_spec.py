@@ -119,3 +119,13 @@ def test_trial_config_is_built_from_base_grid_and_search():
     assert config["model"]["projector"] == "256-256-64"
     assert config["optim"]["lr"] == 0.3 and config["method_kwargs"] == {"temperature": 0.2}
     assert config["seed"] == 7 and config["epochs"] == 8
+
+
+def test_storage_uri_keeps_rays_experiment_in_the_bucket_and_the_studies_local(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    loaded = load_spec(QUICKSTART, ["storage=s3://bucket/sweeps/"])
+    assert loaded.spec.storage == "s3://bucket/sweeps"
+    assert loaded.remote_dir == loaded.tune_storage == "s3://bucket/sweeps/quickstart"
+    assert loaded.sweep_dir == tmp_path / "sweeps-runs" / "quickstart"
+    local = load_spec(QUICKSTART, [f"storage={tmp_path / 'shared'}"])
+    assert local.remote_dir is None and local.tune_storage == str(tmp_path / "shared" / "quickstart")
