@@ -42,11 +42,10 @@ def cpu_times() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def run_trials(configs: list[dict]) -> None:
+def run_trial(config: dict) -> None:
     from trainables import train
 
-    for config in configs:
-        train(config, report=lambda metrics, checkpoint_dir: None)
+    train(config, report=lambda metrics, checkpoint_dir: None)
 
 
 def parallel_loop(configs: list[dict], processes: int, threads: int) -> float:
@@ -57,7 +56,7 @@ def parallel_loop(configs: list[dict], processes: int, threads: int) -> float:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pool.map(run_trials, [[config] for config in configs], chunksize=1)
+        pool.map(run_trial, configs, chunksize=1)
     return time.perf_counter() - start
 
 
@@ -121,7 +120,8 @@ def main() -> None:
         slots = int(cpus / loaded.spec.resources.cpu)
         parallel_wall = parallel_loop(configs, slots, threads)
         start = time.perf_counter()
-        run_trials(configs)
+        for config in configs:
+            run_trial(config)
         loop_wall = time.perf_counter() - start
 
     n = len(configs)

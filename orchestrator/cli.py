@@ -82,11 +82,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_spec(args.sweep, args.overrides, cluster_address=args.address)
     from orchestrator.cells import expand_cells
+    from orchestrator.sweep import planned_trials
 
     cells = expand_cells(loaded.spec)
-    spec = loaded.spec
-    trials = len(cells) * (spec.search.trials_per_cell + len(spec.seeds))
-    print(f"{args.sweep}: valid; {len(cells)} cells, at most {trials} trials; sweep directory {loaded.sweep_dir}")
+    print(f"{args.sweep}: valid; {len(cells)} cells, at most {planned_trials(loaded, cells)} trials; "
+          f"sweep directory {loaded.sweep_dir}")
     return 0
 
 

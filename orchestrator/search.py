@@ -144,11 +144,9 @@ class CellSearcher(Searcher):
         if record.phase != SEARCH:
             return
         study = self.study(record.cell)
-        if record.complete:
-            study.tell(record.optuna_number, record.value, skip_if_finished=True)
-        else:
-            study.tell(record.optuna_number, state=record_state(record), skip_if_finished=True)
-        cell = next(c for c in self.cells if c.id == record.cell)
+        study.tell(record.optuna_number, record.value if record.complete else None, state=record_state(record),
+                   skip_if_finished=True)
+        cell = self.cell(record.cell)
         if self.search_ended(cell) and self.best_search_record(cell) is None:
             log.warning("cell %s (%s): no search trial ran to the end (stopped early, diverged or failed); "
                         "no confirmation runs", cell.id, cell.label)
@@ -246,6 +244,9 @@ class CellSearcher(Searcher):
         if self._storage is None:
             self._storage = optuna.storages.RDBStorage(self.optuna_url)
         if cell_id not in self._studies:
-            cell = next(c for c in self.cells if c.id == cell_id)
-            self._studies[cell_id] = optuna.load_study(study_name=study_name(self.spec, cell), storage=self._storage)
+            self._studies[cell_id] = optuna.load_study(study_name=study_name(self.spec, self.cell(cell_id)),
+                                                       storage=self._storage)
         return self._studies[cell_id]
+
+    def cell(self, cell_id: str) -> Cell:
+        return next(c for c in self.cells if c.id == cell_id)

@@ -161,9 +161,9 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
 
     from orchestrator.progress import ProgressLog
     from orchestrator.scheduler import CellASHA, SchedulerState
-    from orchestrator.trainable_kinds import TRAINABLES
     from orchestrator.search import CellSearcher
     from orchestrator.tracking import MlflowTracking
+    from orchestrator.trainable_kinds import TRAINABLES
 
     spec = loaded.spec
     searcher = CellSearcher(spec, cells, optuna_url(loaded.sweep_dir))
@@ -206,11 +206,14 @@ def tune_path(loaded: LoadedSpec) -> str:
 
 
 def ensure_new_sweep(loaded: LoadedSpec) -> None:
-    where = loaded.remote_dir if loaded.remote_dir and read_remote_text(f"{loaded.remote_dir}/{SPEC_FILE}") else None
-    if where or (loaded.sweep_dir / SPEC_FILE).exists():
-        where = where or loaded.sweep_dir
-        raise SpecError([f"{loaded.source}: name: sweep directory {where} exists already; "
-                         f"`dualsweep resume {where}` continues it, or choose another name"])
+    if loaded.remote_dir and read_remote_text(f"{loaded.remote_dir}/{SPEC_FILE}") is not None:
+        where = loaded.remote_dir
+    elif (loaded.sweep_dir / SPEC_FILE).exists():
+        where = str(loaded.sweep_dir)
+    else:
+        return
+    raise SpecError([f"{loaded.source}: name: sweep directory {where} exists already; "
+                     f"`dualsweep resume {where}` continues it, or choose another name"])
 
 
 def run_sweep(loaded: LoadedSpec, address: Optional[str], verbose: int = 0) -> Outcome:

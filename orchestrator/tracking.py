@@ -198,9 +198,9 @@ class MlflowTracking(Callback):
             self.client.log_artifact(run_id, str(path), "trial")
         if trial.checkpoint is not None and self.checkpoint_artifacts:
             with trial.checkpoint.as_directory() as directory:
-                for name in self.checkpoint_artifacts:
-                    if (Path(directory) / name).is_file():
-                        self.client.log_artifact(run_id, str(Path(directory) / name), "trial")
+                for path in (Path(directory) / name for name in self.checkpoint_artifacts):
+                    if path.is_file():
+                        self.client.log_artifact(run_id, str(path), "trial")
         self.client.set_terminated(run_id, status)
 
 

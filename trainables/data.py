@@ -168,10 +168,8 @@ def in_memory_image_bundle(cfg: DictConfig, train: TensorSamples, test: TensorSa
 def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits (1797 images, 0..16) and labels, read from the file the package
     ships, as `load_digits` reads it: importing sklearn.datasets costs every trial worker ~1.4 s."""
-    package = importlib.util.find_spec("sklearn")
-    if package is None or package.origin is None:
-        raise ConfigError("data.name: the digits datasets need scikit-learn; `make install` installs it")
-    table = np.loadtxt(Path(package.origin).parent / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    package = Path(importlib.util.find_spec("sklearn").origin).parent
+    table = np.loadtxt(package / "datasets" / "data" / "digits.csv.gz", delimiter=",")
     return table[:, :-1], table[:, -1].astype(np.int64)
 
 
