@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ demo: install
 	$(BIN)/dualsweep run sweeps/quickstart.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not browser" tests
+
+# The pages in a real browser: Debian's Chromium and ChromeDriver, installed when missing.
+test-ui: install
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	$(BIN)/python -m pytest -q -m browser tests
 
 bench: install
 	$(BIN)/python benchmarks/trial_throughput.py

@@ -88,7 +88,8 @@ def main() -> None:
     from ray.tune import ExperimentAnalysis
 
     from orchestrator.spec import load_spec
-    from orchestrator.sweep import run_sweep, tune_path
+    from orchestrator.runner import run_sweep
+    from orchestrator.storage import tune_path
     cpus = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()[0]:.2f} on {cpus} CPUs")
     with tempfile.TemporaryDirectory(prefix="dualsweep-bench-") as tmp:

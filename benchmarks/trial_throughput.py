@@ -63,7 +63,7 @@ def trial_step_vs_bare(root: Path, batch_size: int, steps: int, rounds: int) -> 
 
     def bare_step():
         x1, x2 = augmenter.views(images, gen)
-        loss = nt_xent_loss(model(x1), model(x2), 0.1)
+        loss = nt_xent_loss(model(x1), model(x2), 0.1).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -8,32 +8,41 @@ import shutil
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from orchestrator.spec import SpecError, load_spec
-from trainables import ConfigError
+from orchestrator.messages import SpecError
+from orchestrator.overrides import OverrideError, parse_overrides
+from orchestrator.spec import expand_cells, load_spec, planned_trials, tracking_uri
+from orchestrator.status import describe_plan, status_table
+from orchestrator.storage import ensure_new_sweep, find_sweep_dir, load_sweep_dir, optuna_url
+from trainables import ConfigError, train
+from trainables.methods import describe_methods
 
 TABLE_COLUMNS = ("epoch", "loss", "knn_acc", "online_acc", "rank_repr", "rank_emb", "emb_std", "samples_per_s")
+# Every loss term a method reports (loss_invariance, loss_variance, ...) follows the loss column.
+LOSS_TERM_PREFIX = "loss_"
+
+
+class StdoutHandler(logging.StreamHandler):
+    """Progress lines go to whatever sys.stdout is when they are written (main() may run several
+    times in one process, e.g. in tests, each time with another stdout)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    for pair in pairs:
-        if "=" not in pair or pair.startswith("="):
-            raise UserError(f"override {pair!r}: expected key=value, e.g. method=vicreg or optim.lr=0.3")
-    try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(pairs))
-    except OmegaConfBaseException as exc:
-        raise UserError(f"overrides: {str(exc).splitlines()[0]}") from None
-
-
 def format_row(metrics: dict) -> str:
+    terms = sorted(key for key in metrics if key.startswith(LOSS_TERM_PREFIX))
+    columns = [*TABLE_COLUMNS[:2], *terms, *TABLE_COLUMNS[2:]]
     cells = []
-    for key in TABLE_COLUMNS:
+    for key in columns:
         value = metrics.get(key)
         cells.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     return "  ".join(cells)
@@ -52,9 +61,7 @@ def replace_dir(source: str, target: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainables import train
-
-    config = parse_overrides(args.overrides)
+    config = parse_overrides(args.overrides, example="method=vicreg or optim.lr=0.3")
     keep = Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
@@ -71,8 +78,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from trainables.methods import describe_methods
-
     for entry in describe_methods():
         defaults = ", ".join(f"{k}={v}" for k, v in entry["hyperparameters"].items()) or "-"
         print(f"{entry['name']:<13} {entry['family']:<22} {entry['source']}\n{'':<13} {defaults}")
@@ -81,11 +86,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_spec(args.sweep, args.overrides, cluster_address=args.address)
-    from orchestrator.cells import expand_cells
-    from orchestrator.sweep import planned_trials
-
     cells = expand_cells(loaded.spec)
-    print(f"{args.sweep}: valid; {len(cells)} cells, at most {planned_trials(loaded, cells)} trials; "
+    print(f"{args.sweep}: valid; {len(cells)} cells, at most {planned_trials(loaded.spec, cells)} trials; "
           f"sweep directory {loaded.sweep_dir}")
     return 0
 
@@ -93,30 +95,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, f"storage={args.storage}"] if args.storage else args.overrides
     loaded = load_spec(args.sweep, overrides, cluster_address=args.address)
-    from orchestrator.sweep import describe_plan, ensure_new_sweep
-
     ensure_new_sweep(loaded)
     print(describe_plan(loaded), flush=True)
     if args.dry_run:
         return 0
-    from orchestrator.sweep import run_sweep
+    from orchestrator.runner import run_sweep  # Ray: only once there is a sweep to run
 
     outcome = run_sweep(loaded, args.address, verbose=args.verbose)
     return report_outcome(loaded.sweep_dir, outcome)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.sweep import find_sweep_dir, resume_sweep
-
+    from orchestrator.runner import resume_sweep  # Ray: only once there is a sweep to run
     sweep_dir = find_sweep_dir(args.sweep)
     outcome = resume_sweep(sweep_dir, args.address, verbose=args.verbose)
     return report_outcome(sweep_dir, outcome)
 
 
 def report_outcome(sweep_dir: Path, outcome) -> int:
-    from orchestrator.sweep import status_table
+    """The status table, then the sweep's report (verdicts, gaps, figures) and where it is."""
+    from orchestrator.sweep_report import write_sweep_report
 
     print(status_table(sweep_dir))
+    print(write_sweep_report(sweep_dir).summary())
     if outcome.errors:
         print(f"{outcome.errors} of {outcome.trials} trials failed; their errors are in MLflow (status FAILED) "
               f"and under {sweep_dir}", file=sys.stderr)
@@ -125,26 +126,34 @@ def report_outcome(sweep_dir: Path, outcome) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.sweep import find_sweep_dir, status_table
-
     print(status_table(find_sweep_dir(args.sweep)))
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from orchestrator.spec import tracking_uri
+    from orchestrator.browse import serve_until_stopped, start
+    from orchestrator.tracking import sweep_runs  # MLflow: only for the commands that read the store
 
-    uri = tracking_uri(args.tracking_uri)
-    if args.sweep:
-        from orchestrator.sweep import find_sweep_dir, load_sweep_dir
+    if not args.sweep:
+        uri = tracking_uri(args.tracking_uri)
+        servers = start(uri, args.host, args.port, None, None, 0)
+        print(f"MLflow UI for {uri} on {servers.mlflow_url}", flush=True)
+        return serve_until_stopped(servers)
+    sweep_dir = find_sweep_dir(args.sweep)
+    loaded = load_sweep_dir(sweep_dir)
+    _, experiment, _ = sweep_runs(loaded)
+    servers = start(loaded.spec.tracking.uri, args.host, args.port, experiment, optuna_url(sweep_dir),
+                    args.dashboard_port)
+    print(f"MLflow UI: {servers.runs_url or servers.mlflow_url}\n"
+          f"Optuna dashboard: {servers.dashboard_url}\n(Ctrl-C stops both)", flush=True)
+    return serve_until_stopped(servers)
 
-        uri = load_sweep_dir(find_sweep_dir(args.sweep)).spec.tracking.uri
-    # One worker: a personal UI; MLflow's default of 4 takes a minute to start on a small machine.
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-               "--port", str(args.port), "--workers", "1"]
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
-    # exec: the UI server takes this process's place, so stopping it stops the server.
-    os.execv(sys.executable, command)
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.sweep_report import write_sweep_report  # Ray's experiment reader and MLflow
+
+    sweep_dir = find_sweep_dir(args.sweep)
+    print(write_sweep_report(sweep_dir, Path(args.out).resolve() if args.out else None).summary())
     return 0
 
 
@@ -188,9 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, the sweep's YAML, or its URI (<storage URI>/<name>)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("ui", help="MLflow UI on the sweep store, bound to the loopback interface")
-    p.add_argument("sweep", nargs="?", help="sweep whose MLflow store to open (default: ./mlflow.db or MLFLOW_TRACKING_URI)")
-    p.add_argument("--port", type=int, default=5000)
+    p = sub.add_parser("report", help="claims with verdicts, duality gaps, tables and figures of a sweep, from its storage")
+    p.add_argument("sweep", help="sweep name (under ./sweeps-runs), sweep directory, the sweep's YAML, or its URI")
+    p.add_argument("--out", help="folder to write the report into (default: the sweep directory's report/)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="the sweep's MLflow UI and Optuna dashboard, bound to the loopback interface")
+    p.add_argument("sweep", nargs="?", help="sweep whose MLflow store and studies to open (default: only the MLflow "
+                                            "UI of ./mlflow.db or MLFLOW_TRACKING_URI)")
+    p.add_argument("--port", type=int, default=0, help="MLflow UI port (default: a free one)")
+    p.add_argument("--dashboard-port", type=int, default=0, help="optuna-dashboard port (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback exposes every run")
     p.add_argument("--tracking-uri", help="MLflow store to open instead")
     p.set_defaults(func=cmd_ui)
@@ -204,11 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     progress = logging.getLogger("orchestrator.progress")
     progress.setLevel(logging.INFO)
     progress.propagate = False
-    progress.addHandler(logging.StreamHandler(sys.stdout))
+    if not any(isinstance(h, StdoutHandler) for h in progress.handlers):
+        progress.addHandler(StdoutHandler())
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, ConfigError) as exc:
+    except (UserError, ConfigError, OverrideError) as exc:
         print(f"dualsweep: error: {exc}", file=sys.stderr)
         return 2
     except SpecError as exc:

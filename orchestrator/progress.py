@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from ray.tune import Callback
 
-from orchestrator.cells import SWEEP_KEY
+from orchestrator.spec import SWEEP_KEY
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

@@ -14,7 +14,7 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator.cells import SEARCH, SWEEP_KEY
+from orchestrator.spec import SEARCH, SWEEP_KEY
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

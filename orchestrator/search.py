@@ -21,8 +21,7 @@ from typing import Any, Optional
 import optuna
 from ray.tune.search import Searcher
 
-from orchestrator.cells import CONFIRM, SEARCH, SWEEP_KEY, Cell, build_trial_config, cell_params
-from orchestrator.spec import SearchParam, SweepSpec
+from orchestrator.spec import CONFIRM, SEARCH, SWEEP_KEY, Cell, SearchParam, SweepSpec, build_trial_config, cell_params
 
 log = logging.getLogger(__name__)
 

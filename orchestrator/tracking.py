@@ -20,7 +20,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from orchestrator.cells import SWEEP_KEY
+from orchestrator.spec import SWEEP_KEY
+from trainables.contract import PROVENANCE_KEY
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -34,6 +35,10 @@ NOT_METRICS = (set(AUTO_RESULT_KEYS) - {"time_total_s"}) | {"done", "trial_id", 
 MAX_PARAM_LENGTH = 6000
 # Tags on every child run, from the trial's place in the sweep.
 RUN_TAGS = ("sweep", "cell", "cell_label", "phase", "method", "family", "seed")
+# A trial's provenance (versions, commit, device, data fingerprint) becomes tags with this prefix.
+PROVENANCE_TAG = "provenance."
+# MLflow 3 opens an experiment on its GenAI pages unless it is marked as model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -48,9 +53,12 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
-    if experiment:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=artifact_location(uri, name), tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def artifact_location(uri: str, experiment: str) -> Optional[str]:
@@ -93,6 +101,27 @@ def end_parent_run(uri: str, run_id: str, status: str) -> None:
     MlflowClient(uri).set_terminated(run_id, status)
 
 
+def sweep_runs(loaded: LoadedSpec) -> tuple[MlflowClient, Optional[str], Optional[Any]]:
+    """The store's client, the sweep's experiment id and its parent run (None for what is not there)."""
+    spec = loaded.spec
+    client = MlflowClient(spec.tracking.uri)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment)
+    if experiment is None:
+        return client, None, None
+    parents = find_runs(client, experiment.experiment_id, sweep=spec.name, role="sweep")
+    return client, experiment.experiment_id, parents[0] if parents else None
+
+
+def log_report_files(loaded: LoadedSpec, files: list[Path], folder: str = "report") -> Optional[str]:
+    """The report's files as artifacts of the sweep's parent run; its run id, or None without one."""
+    client, _, parent = sweep_runs(loaded)
+    if parent is None:
+        return None
+    for path in files:
+        client.log_artifact(parent.info.run_id, str(path), folder)
+    return parent.info.run_id
+
+
 class MlflowTracking(Callback):
     def __init__(self, uri: str, experiment: str, parent_run_id: str, checkpoint_artifacts: tuple[str, ...] = ()):
         self.uri = uri
@@ -103,6 +132,8 @@ class MlflowTracking(Callback):
         self.runs: dict[str, str] = {}
         # Ray trial id -> last epoch logged to its run (epochs replayed after a restore are skipped).
         self.logged_epoch: dict[str, float] = {}
+        # Ray trial ids whose run carries the trial's provenance tags (set once per driver).
+        self.provenance_tagged: set[str] = set()
         self._client: Optional[MlflowClient] = None
 
     def __getstate__(self) -> dict:
@@ -138,6 +169,11 @@ class MlflowTracking(Callback):
             self.logged_epoch[trial.trial_id] = 0.0
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info) -> None:
+        provenance = result.get(PROVENANCE_KEY)
+        if isinstance(provenance, dict) and trial.trial_id not in self.provenance_tagged:
+            tags = [RunTag(f"{PROVENANCE_TAG}{key}", str(value)) for key, value in provenance.items()]
+            self.client.log_batch(self.run_of(trial), tags=tags)
+            self.provenance_tagged.add(trial.trial_id)
         epoch = result.get("epoch", result.get("training_iteration", 0))
         if epoch <= self.logged_epoch.get(trial.trial_id, 0.0):
             return

@@ -15,6 +15,9 @@ RAY_TEMP_DIR = "/tmp/rayds"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ray: integration test on the shared local Ray cluster (ray_cluster fixture)")
+    config.addinivalue_line("markers", "slow: a claim reproduction of several seconds of whole trials; "
+                                       "`make test` runs it, `-m 'not slow'` skips it in a quick loop")
+    config.addinivalue_line("markers", "browser: rendered in headless Chromium; run by `make test-ui`, not `make test`")
 
 
 @pytest.fixture(scope="session")

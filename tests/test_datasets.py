@@ -8,7 +8,8 @@ import torch
 from orchestrator.cli import main
 from trainables import ConfigError, train
 from trainables.config import trial_config
-from trainables.data import load_data, sklearn_digits, stratified_split
+from trainables.data import load_data
+from trainables.data.digit_worlds import sklearn_digits, stratified_split
 
 
 def write_cifar10(root, per_batch=16, test=16, seed=0):

@@ -5,12 +5,14 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
 from trainables import train
 from trainables.models import DirectPredPredictor, DirectPredSettings, directpred_weight
-from trainables.train import CHECKPOINT_FILE
+from trainables.train import CHECKPOINT_FILE, Trial
 
 
 def random_psd(dim: int, seed: int) -> torch.Tensor:
@@ -107,13 +109,25 @@ def predictor_state(directory: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k.startswith("predictor.")}
 
 
+def digits_training_split_size(test_fraction: float) -> int:
+    """Training digits after the stratified split: every class keeps its count less its rounded
+    share of the test split (scikit-learn's 1797 digits at test_fraction 0.2: 1438)."""
+    return sum(int(n) - round(int(n) * test_fraction) for n in np.bincount(load_digits().target))
+
+
 def test_directpred_statistics_survive_checkpoint_and_resume(tmp_path):
+    # One predictor observation per optimizer step: len(training split) // batch_size, the last
+    # partial batch dropped.
+    trial = Trial(config(2))
+    assert len(trial.data.train) == digits_training_split_size(trial.cfg.data.test_fraction)
+    steps_per_epoch = len(trial.data.train) // trial.cfg.batch_size
+    assert trial.steps_per_epoch == steps_per_epoch
+
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     final_straight = train(config(2), report=keep_checkpoints(straight))
     final_resumed = train(config(2), report=keep_checkpoints(resumed), resume_from=str(straight / "epoch1"))
 
     after_one = predictor_state(straight / "epoch1")
-    steps_per_epoch = 1437 // 256
     assert int(after_one["predictor.observed_steps"]) == steps_per_epoch
     assert after_one["predictor.correlation"].abs().sum() > 0
 

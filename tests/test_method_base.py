@@ -4,34 +4,46 @@ import math
 import pytest
 import torch
 
-from trainables.methods import METHODS
+from trainables.methods import METHODS, AsymmetricMethod
 from trainables.models import build_backbone
 
+ASYMMETRIC = sorted(name for name in METHODS.names() if issubclass(METHODS.get(name), AsymmetricMethod))
 
-def byol(**kwargs):
-    cls = METHODS.get("byol")
+
+def asymmetric(name: str, **kwargs):
+    cls = METHODS.get(name)
     backbone, dim = build_backbone("mlp", (1, 8, 8), 16)
     return cls(backbone, dim, "16-8", cls.parse_kwargs(kwargs))
 
 
-def test_ema_tau_cosine_schedule_from_base_to_one():
-    m = byol(ema_tau=0.99)
-    assert m.ema_tau(0.0) == pytest.approx(0.99)
-    assert m.ema_tau(0.5) == pytest.approx(1 - 0.01 * 0.5)
-    assert m.ema_tau(1.0) == pytest.approx(1.0)
+def byol(**kwargs):
+    return asymmetric("byol", **kwargs)
 
 
-def test_ema_update_moves_target_toward_online():
-    m = byol(ema_tau=0.9)
+@pytest.mark.parametrize("name", ASYMMETRIC)
+def test_ema_switch_cosine_schedule_and_target_update(name):
+    assert asymmetric(name, ema=False).target is None
+    # tau rises from its base to 1 on a cosine over training: 1 - (1 - base) (cos(pi p) + 1) / 2.
+    for base in (0.99, 0.9):
+        m = asymmetric(name, ema=True, ema_tau=base)
+        assert m.ema_tau(0.0) == pytest.approx(base)
+        assert m.ema_tau(0.25) == pytest.approx(1 - (1 - base) * (math.cos(math.pi / 4) + 1) / 2)
+        assert m.ema_tau(0.5) == pytest.approx(1 - (1 - base) * 0.5)
+        assert m.ema_tau(1.0) == pytest.approx(1.0)
+    # The target is a frozen copy of backbone + projector; each optimizer step moves every target
+    # tensor toward its online namesake by 1 - tau(progress).
+    assert m.target is not None and not any(p.requires_grad for p in m.target.parameters())
     online = dict(torch.nn.Sequential(m.backbone, m.projector).named_parameters())
-    with torch.no_grad():
-        for p in online.values():
-            p.add_(1.0)
-    before = {k: v.clone() for k, v in m.target.named_parameters()}
-    m.after_optimizer_step(progress=0.0)
-    for k, t in m.target.named_parameters():
-        torch.testing.assert_close(t, 0.9 * before[k] + 0.1 * online[k].detach())
-        assert not t.requires_grad
+    for progress in (0.0, 0.5):
+        with torch.no_grad():
+            for shift, p in enumerate(online.values(), start=1):
+                p.add_(float(shift))  # a different shift per tensor: a mispaired update shows
+        before = {k: v.clone() for k, v in m.target.named_parameters()}
+        m.after_optimizer_step(progress=progress)
+        tau = m.ema_tau(progress)
+        for k, t in m.target.named_parameters():
+            torch.testing.assert_close(t, tau * before[k] + (1 - tau) * online[k].detach())
+            assert not t.requires_grad
 
 
 def test_stop_gradient_and_no_ema_target():
@@ -71,6 +83,7 @@ def test_byol_loss_is_symmetrized_over_views():
     x1, x2 = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
     loss, r1 = m.training_step(x1, x2)
     swapped, _ = m.training_step(x2, x1)
-    value = float(loss.detach())
+    value = float(loss.total.detach())
     assert r1.shape == (6, 16) and 0 <= value <= 4 and math.isfinite(value)
-    assert value == pytest.approx(float(swapped.detach()), rel=1e-6)
+    assert value == pytest.approx(float(swapped.total.detach()), rel=1e-6)
+    assert loss.terms["prediction"].item() == pytest.approx(value)

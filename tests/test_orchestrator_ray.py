@@ -2,8 +2,10 @@
 independence, MLflow contents, `status`, `dualsweep ui`, and kill -9 of the driver then resume."""
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,13 +16,16 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib.image
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.spec import load_spec
-from orchestrator.sweep import OPTUNA_FILE, SPEC_FILE, load_sweep_dir, read_trials, run_sweep
+from orchestrator.runner import run_sweep
+from orchestrator.sweep_report import read_trials
+from orchestrator.storage import OPTUNA_FILE, SPEC_FILE, load_sweep_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 
@@ -31,7 +36,7 @@ SEEDS = (1, 2)
 def write_sweep(directory: Path, name: str, body: str, storage: str | None = None) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(
-        f"name: {name}\ntrainable: synthetic\nstorage: {storage or directory / 'runs'}\n"
+        f"name: {name}\ntrainable: stand_in\nstorage: {storage or directory / 'runs'}\n"
         f"tracking: {{uri: 'sqlite:///{directory / 'mlflow.db'}'}}\n{body}"
     )
     return path
@@ -119,39 +124,88 @@ def test_mlflow_holds_parent_and_child_runs(finished_sweep):
         assert {"trial_config.yaml", "final_result.json", "trial"} <= artifacts
         trial_artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
         # The Tune result log, and the state file of the trial's last checkpoint.
-        assert {"trial/result.json", "trial/synthetic_state.json"} <= trial_artifacts
-        state = json.loads(Path(client.download_artifacts(run.info.run_id, "trial/synthetic_state.json")).read_text())
+        assert {"trial/result.json", "trial/stand_in_state.json"} <= trial_artifacts
+        state = json.loads(Path(client.download_artifacts(run.info.run_id, "trial/stand_in_state.json")).read_text())
         assert state["epoch"] == len(history)
 
 
 def test_status_reads_the_sweep_directory(finished_sweep, capsys):
     assert main(["status", str(finished_sweep.sweep_dir)]) == 0
     out = capsys.readouterr().out
-    assert "12 of 12 planned trials (12 TERMINATED)" in out
+    assert "12 of 12 planned trials (" in out
+    states = out.split("12 of 12 planned trials (")[1].split(")")[0]
+    assert set(re.findall(r"\d+ (\w+)", states)) <= {"finished", "stopped_early"}, states
     assert "offset=0.0" in out and "offset=10.0" in out
 
 
-def test_ssl_sweep_trains_real_trials_and_keeps_their_spectra(tmp_path):
-    """The real SSL trainable through Tune: digits, two methods, two short trials each."""
+def test_ssl_sweep_then_report(tmp_path, capsys):
+    """The real SSL trainable through Tune (digits, a sample- and a dimension-contrastive method, one
+    search trial and two seeds each), then `dualsweep report` from the sweep's storage."""
     path = tmp_path / "ssl.yaml"
     path.write_text(
         f"name: ssl\nstorage: {tmp_path / 'runs'}\ntracking: {{uri: 'sqlite:///{tmp_path / 'mlflow.db'}'}}\n"
         "trial: {data: {name: digits}, epochs: 2, batch_size: 128, model: {width: 64, projector: 64-32}}\n"
-        "grid: {method: [simclr, byol]}\n"
+        "grid: {method: [simclr, vicreg]}\n"
         "search: {trials_per_cell: 1, params: {optim.lr: {type: loguniform, low: 0.05, high: 0.5}}}\n"
-        "scheduler: {type: none}\nseeds: [1]\nmetric: fewshot_acc\n"
+        "scheduler: {type: none}\nseeds: [1, 2]\nmetric: fewshot_acc\n"
+        "claims:\n"
+        "  - {id: G2, kind: gap_within, methods: [simclr, vicreg], tolerance: 0.5}\n"
+        "  - {id: J1, kind: no_collapse, metric: rank_emb, level: 1.0}\n"
     )
     loaded = load_spec(path)
     assert run_sweep(loaded, address=None, verbose=0).errors == 0
     client = MlflowClient(loaded.spec.tracking.uri)
     runs = child_runs(client, loaded.spec.tracking.experiment, "ssl")
-    assert sorted(r.data.tags["method"] for r in runs) == ["byol", "byol", "simclr", "simclr"]
+    assert sorted(r.data.tags["method"] for r in runs) == ["simclr"] * 3 + ["vicreg"] * 3
+    terms = {"simclr": {"loss_alignment"}, "vicreg": {"loss_invariance", "loss_variance", "loss_covariance"}}
     for run in runs:
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "fewshot_acc")] == [1, 2]
         assert 0.1 < run.data.metrics["knn_acc"] <= 1.0 and "n_collapsed" in run.data.metrics
+        # Each loss term of the method is an MLflow metric of every epoch.
+        for term in terms[run.data.tags["method"]]:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, term)] == [1, 2], term
+        tags = run.data.tags
+        for key in ("dualsweep_version", "git_commit", "git_dirty", "torch_version", "ray_version", "optuna_version",
+                    "mlflow_version", "device", "data_name", "data_split_seed", "data_sha256"):
+            assert tags.get(f"provenance.{key}"), key
         spectra = json.loads(Path(client.download_artifacts(run.info.run_id, "trial/spectra.json")).read_text())
         assert spectra["epoch"] == 2 and len(spectra["embedding_covariance"]) == 32
+    experiment = client.get_experiment_by_name("ssl")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    out = tmp_path / "report"
+    assert main(["report", str(loaded.sweep_dir), "--out", str(out)]) == 0
+    assert "partial" not in capsys.readouterr().out
+    verdicts = json.loads((out / "claims.json").read_text())
+    assert verdicts["partial"] is False and not verdicts["provenance_warnings"]
+    by_id = {v["id"]: v for v in verdicts["verdicts"]}
+    assert set(by_id) == {"G2", "J1"}
+    assert by_id["G2"]["n"] >= 2 and by_id["G2"]["interval"] is not None
+    assert by_id["J1"]["verdict"] == "supported"  # 2 epochs of training do not collapse a 32-d embedding
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["key"] for r in rows) == sorted(r.data.tags["trial_key"] for r in runs)
+    assert {r["run_id"] for r in rows} == {r.info.run_id for r in runs}
+    pngs = sorted(out.glob("*.png"))
+    assert pngs
+    for png in pngs:
+        pixels = matplotlib.image.imread(png)
+        assert pixels.ndim == 3 and pixels.std() > 0.01, png.name
+    parent = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'sweep'")[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/results.csv", "report/claims.json"} <= logged
+
+    assert main(["status", str(loaded.sweep_dir)]) == 0
+    status = capsys.readouterr().out
+    assert "family gap" in status and "sample_contrastive (simclr) - dimension_contrastive (vicreg)" in status
+
+    # A trial whose data differs from the others' is reported, not averaged in silently.
+    client.set_tag(runs[0].info.run_id, "provenance.data_sha256", "0000000000000000")
+    assert main(["report", str(loaded.sweep_dir), "--out", str(out)]) == 0
+    warnings = json.loads((out / "claims.json").read_text())["provenance_warnings"]
+    assert any("data_sha256" in w for w in warnings), warnings
+    assert "data_sha256" in (out / "report.html").read_text()
 
 
 def free_port() -> int:
@@ -256,6 +310,15 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypa
 
     if uri:
         shutil.rmtree(sweep_dir)
+    else:  # the killed sweep's report, from storage alone: partial, and says so; no Ray started
+        import ray
+
+        monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("report must not start Ray"))
+        assert main(["report", str(sweep_dir), "--out", str(tmp_path / "partial")]) == 0
+        assert "partial report" in capsys.readouterr().out
+        assert json.loads((tmp_path / "partial" / "claims.json").read_text())["partial"] is True
+        assert "partial report" in (tmp_path / "partial" / "report.html").read_text()
+        monkeypatch.undo()
     resumed = subprocess.run([*cli, "resume", f"{uri}/killed" if uri else str(sweep_dir), "--address", ray_cluster,
                               "--verbose", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -266,7 +329,7 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypa
     # Every trial ends exactly once, in Ray's final state.
     trials = read_trials(load_sweep_dir(sweep_dir))
     assert sorted(t.key for t in trials) == sorted(planned)
-    assert all(t.status == "TERMINATED" for t in trials)
+    assert all(t.status in ("finished", "stopped_early") for t in trials), [(t.key, t.status) for t in trials]
     # Finished trials are not re-executed.
     assert not {key for key, *_ in after} & finished_before
     # Unfinished ones continue from their last checkpoint (which may lag the last epoch by one).
@@ -304,4 +367,6 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypa
     if uri:  # status straight from the URI, in a directory that has never seen the sweep
         monkeypatch.chdir(tmp_path / "remote")
         assert main(["status", f"{uri}/killed"]) == 0
-        assert f"{len(planned)} of {len(planned)} planned trials ({len(planned)} TERMINATED)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"{len(planned)} of {len(planned)} planned trials (" in out
+        assert "running" not in out and "pending" not in out

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from orchestrator.cells import expand_cells
+from orchestrator.spec import expand_cells
 from orchestrator.scheduler import CellASHA, SchedulerState, milestones
 from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import load_spec
@@ -62,7 +62,7 @@ def test_scheduler_state_survives_tuner_pickling():
 def searcher(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(
-        "name: unit\ntrainable: synthetic\ntrial: {epochs: 4}\ngrid: {offset: [0.0, 10.0]}\n"
+        "name: unit\ntrainable: stand_in\ntrial: {epochs: 4}\ngrid: {offset: [0.0, 10.0]}\n"
         "search: {trials_per_cell: 2, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\nseeds: [1, 2]\n"
         f"storage: {tmp_path}\n"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cells import build_trial_config, cell_params, expand_cells
+from orchestrator.spec import build_trial_config, cell_params, expand_cells
 from orchestrator.cli import main
 from orchestrator.spec import SpecError, load_spec
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from trainables import ConfigError, train
-from trainables.composites import background_crops, DigitsOnNaturalOptions
 from trainables.config import trial_config
-from trainables.data import digit_sources, load_data
-from trainables.train import SPECTRA_FILE
+from trainables.contract import PROVENANCE_KEY, TRIAL_KINDS
+from trainables.data import load_data
+from trainables.data.digit_worlds import DigitsOnNaturalOptions, background_crops, digit_sources
+from trainables.diagnostics import SPECTRA_FILE
 
 
 def bundle(name, split_seed=0, **options):
@@ -120,7 +121,7 @@ def test_gaussian_aug_chosen_set_and_isotropic_sigma():
 ])
 def test_bad_options_are_one_line_config_errors(data, fragment):
     with pytest.raises(ConfigError) as info:
-        trial_config({"data": data})
+        TRIAL_KINDS["ssl"].validate({"data": data})
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
@@ -228,6 +229,8 @@ def test_vector_trial_resumes_exactly_and_writes_spectra(tmp_path):
     assert [{k: v for k, v in m.items() if k not in drop} for m in straight[2:]] == \
            [{k: v for k, v in m.items() if k not in drop} for m in resumed]
     final = straight[-1]
+    ssl = TRIAL_KINDS["ssl"]
+    assert set(final) - {PROVENANCE_KEY} <= set(ssl.epoch_metrics) | set(ssl.final_metrics)
     for key in ("recovery_max", "recovery_median", "recovery_min", "weight_norm", "n_collapsed",
                 "predictor_asymmetry", "predictor_alignment", "fewshot_acc"):
         assert key in final and math.isfinite(final[key]), key

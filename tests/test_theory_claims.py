@@ -36,6 +36,7 @@ def jing(noise, backbone="linear", init_spectrum_decay=None, epochs=20):
     })
 
 
+@pytest.mark.slow
 def test_jing_strong_augmentation_collapses_a_linear_encoder_weak_does_not():
     strong = jing(noise=1.5)
     collapsed = strong.run(quiet)
@@ -48,6 +49,7 @@ def test_jing_strong_augmentation_collapses_a_linear_encoder_weak_does_not():
     assert clean.min() > 0.3 * clean.max() and noisy.max() < 0.1 * clean.min()
 
 
+@pytest.mark.slow
 def test_jing_two_linear_layers_collapse_with_weak_augmentation():
     """Same initial spectrum exp(-0.35 k) per layer and noise 0.001: one layer recovers every
     dimension, two stacked layers keep several collapsed and align their singular spaces."""
@@ -87,6 +89,7 @@ def test_tian_without_stop_gradient_or_predictor_w_collapses(ablation):
     assert healthy["weight_norm"] > 1.0 and collapsed["weight_norm"] < 1e-2
 
 
+@pytest.mark.slow
 def test_tian_threshold_agrees_with_the_linear_trainable_on_both_sides():
     threshold = collapse_threshold(SIGMA)
     below = tian(0.5 * threshold)
@@ -106,6 +109,7 @@ def test_tian_threshold_agrees_with_the_linear_trainable_on_both_sides():
     assert not ModeDynamics(2.0 * threshold, SIGMA).survivors(torch.ones(16), torch.ones(16), t_end=100).any()
 
 
+@pytest.mark.slow
 def test_tian_ode_predicts_which_modes_survive():
     """W starts with singular values exp(-0.35 k): the weak modes fall outside the basin that the
     weight decay leaves. The ODE, started from each mode's s_j and predictor gain u_j^T W_p u_j,
@@ -135,6 +139,7 @@ def pokle(method, seed, **method_kwargs):
     }, report=quiet)
 
 
+@pytest.mark.slow
 def test_pokle_contrastive_recovers_the_dictionary_better_than_non_contrastive():
     contrastive, non_contrastive = [], []
     for seed in (1, 2, 3):

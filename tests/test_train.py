@@ -76,11 +76,26 @@ def test_metrics_reported_every_epoch_and_linear_probe_at_end():
     assert final is rec.metrics[-1] and 0.5 < final["linear_acc"] <= 1
 
 
+def test_loss_terms_reported_every_epoch_like_dualsweep_train():
+    """`dualsweep train method=vicreg ...` shows VICReg's three terms beside the loss each epoch."""
+    rec = Recorder()
+    train({**TINY, "method": "vicreg", "epochs": 2}, report=rec)
+    terms = ("loss_invariance", "loss_variance", "loss_covariance")
+    assert [m["epoch"] for m in rec.metrics] == [1, 2]
+    for m in rec.metrics:
+        assert all(m[t] >= 0 for t in terms)
+        assert sum(m[t] for t in terms) == pytest.approx(m["loss"], rel=1e-5)
+    assert rec.metrics[0]["loss_variance"] != rec.metrics[1]["loss_variance"]
+
+
+@pytest.mark.slow
 def test_simclr_on_digits_beats_random_init():
-    """Acceptance: `dualsweep train method=simclr data.name=digits epochs=30` (default model)."""
+    """Acceptance: `dualsweep train method=simclr data.name=digits epochs=30` (default model).
+    The random encoder's kNN is already ~0.97 on digits: trained must beat it by at least 2 of the
+    359 held-out digits (margin 0.004; measured +0.011, and +0.008 with seeds 1 and 2)."""
     final = train({"method": "simclr", "data": {"name": "digits"}, "epochs": 30}, report=lambda m, d: None)
     print(f"knn_acc random init {final['knn_acc_random_init']:.4f} -> trained {final['knn_acc']:.4f}")
-    assert final["knn_acc"] > final["knn_acc_random_init"]
+    assert final["knn_acc"] > final["knn_acc_random_init"] + 0.004
 
 
 def test_lr_is_scaled_per_256_samples():

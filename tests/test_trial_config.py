@@ -5,8 +5,9 @@ import sys
 import pytest
 
 from orchestrator.cli import main
-from trainables import ConfigError
-from trainables.config import trial_config
+from trainables import ConfigError, train
+from trainables.config import trial_config, warmup_epochs
+from trainables.contract import TRIAL_KINDS
 
 
 def test_defaults_and_merge():
@@ -22,12 +23,44 @@ def test_defaults_and_merge():
     ({"optim": {"lr": 0}}, "optim.lr: must be > 0"),
     ({"optim": {"name": "adam"}}, "optim.name: unknown value 'adam'; allowed: sgd, adamw, lars"),
     ({"data": {"test_fraction": 1.5}}, "data.test_fraction"),
-    ({"optim": {"warmup_epochs": 100}}, "optim.warmup_epochs"),
+    ({"optim": {"warmup_epochs": 100}}, "optim.warmup_epochs: must be in [0, epochs=30] (or null: min(2, epochs))"),
     ({"precision": "fp8"}, "precision: unknown value"),
+    ({"batch_size": 1}, "batch_size: must be >= 2"),
 ])
 def test_bad_values_name_the_key(config, fragment):
     with pytest.raises(ConfigError) as info:
         trial_config(config)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_default_warmup_adapts_to_a_short_trial():
+    """`dualsweep train method=simclr data.name=sparse_coding epochs=1` was refused: the default warmup
+    (2 epochs) exceeded the epochs asked for. A default adapts; a value set is checked as it is."""
+    config = {"method": "simclr", "data": {"name": "sparse_coding"}, "epochs": 1, "eval": {"linear_probe_steps": 5},
+              "model": {"width": 32, "projector": "32-16"}, "cpus": 1}
+    assert train(config, report=lambda metrics, checkpoint_dir: None)["epoch"] == 1
+    assert warmup_epochs(trial_config({"epochs": 1})) == 1.0 and warmup_epochs(trial_config({"epochs": 5})) == 2.0
+    assert warmup_epochs(trial_config({"epochs": 5, "optim": {"warmup_epochs": 0}})) == 0.0
+    with pytest.raises(ConfigError, match=r"optim.warmup_epochs: must be in \[0, epochs=1\]"):
+        trial_config({"epochs": 1, "optim": {"warmup_epochs": 2}})
+
+
+def test_batch_of_one_is_a_config_error_not_a_batch_norm_traceback():
+    """`dualsweep train method=vicreg data.name=digits batch_size=1` ended in BatchNorm's ValueError."""
+    with pytest.raises(ConfigError, match="batch_size: must be >= 2"):
+        train({"method": "vicreg", "data": {"name": "digits"}, "batch_size": 1, "epochs": 1})
+
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"method": "byol", "method_kwargs": {"predictor": "deep"}}, "method_kwargs.predictor: unknown value 'deep'"),
+    ({"model": {"projector": "64-abc"}}, "model.projector: '64-abc' is not a layer spec"),
+    ({"model": {"backbone": "resnet"}}, "model.backbone: unknown value 'resnet' (did you mean resnet18?)"),
+    ({"data": {"name": "sparse_coding", "options": {"d": 60}}}, "data.options.d: need 0 < d <= p"),
+])
+def test_ssl_validation_checks_what_the_trial_would_refuse(config, fragment):
+    """A sweep's validation refuses these before Ray starts, exactly as the trial would."""
+    with pytest.raises(ConfigError) as info:
+        TRIAL_KINDS["ssl"].validate(config)
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 

@@ -1,15 +1,16 @@
-"""The trial config: an OmegaConf structured config with defaults that validates a plain dict."""
+"""The trial config's schema: OmegaConf structured configs with defaults, merged onto a plain dict and
+checked for types and ranges. What the registries know (methods, datasets, backbones) is checked
+with the whole trial config, in trainables.contract."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, did_you_mean
 
 
 @dataclass
@@ -56,7 +57,8 @@ class OptimConfig:
     scale_lr: bool = True
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_epochs: float = 2.0
+    # Linear warmup; null: DEFAULT_WARMUP_EPOCHS, or all epochs of a shorter trial.
+    warmup_epochs: Optional[float] = None
     min_lr_ratio: float = 0.0
     lars_eta: float = 0.02
     # Biases and norm weights get no weight decay and no LARS adaptation.
@@ -96,6 +98,16 @@ class TrialConfig:
     cpus: int = 0
 
 
+DEFAULT_WARMUP_EPOCHS = 2.0
+
+
+def warmup_epochs(cfg: DictConfig) -> float:
+    """The trial's warmup in epochs: `optim.warmup_epochs` as set, or the default capped at `epochs`."""
+    if cfg.optim.warmup_epochs is None:
+        return min(DEFAULT_WARMUP_EPOCHS, float(cfg.epochs))
+    return cfg.optim.warmup_epochs
+
+
 def trial_config(config: dict | DictConfig | None = None) -> DictConfig:
     """Merge a plain dict onto the defaults; raise ConfigError on unknown keys or wrong types."""
     base = OmegaConf.structured(TrialConfig)
@@ -114,8 +126,7 @@ def omegaconf_message(exc: OmegaConfBaseException) -> str:
     parent = getattr(exc, "object_type", None)
     if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(parent):
         allowed = ", ".join(f.name for f in dataclasses.fields(parent))
-        close = difflib.get_close_matches(str(exc.key), [f.name for f in dataclasses.fields(parent)], n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = did_you_mean(exc.key, [f.name for f in dataclasses.fields(parent)])
         return f"{key}: unknown key{hint}; allowed here: {allowed}"
     return f"{key}: {first_line}" if key else first_line
 
@@ -123,7 +134,6 @@ def omegaconf_message(exc: OmegaConfBaseException) -> str:
 def check_ranges(cfg: DictConfig) -> None:
     positive = {
         "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size,
         "model.width": cfg.model.width,
         "model.depth": cfg.model.depth,
         "data.image_size": cfg.data.image_size,
@@ -132,14 +142,17 @@ def check_ranges(cfg: DictConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be a positive integer, got {value}")
+    if cfg.batch_size < 2:
+        raise ConfigError(f"batch_size: must be >= 2 (the losses compare the samples of a batch, and batch norm "
+                          f"needs two), got {cfg.batch_size}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr: must be > 0, got {cfg.optim.lr}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
         raise ConfigError(f"data.test_fraction: must be in (0, 1), got {cfg.data.test_fraction}")
-    if cfg.optim.warmup_epochs < 0 or cfg.optim.warmup_epochs > cfg.epochs:
-        raise ConfigError(
-            f"optim.warmup_epochs: must be in [0, epochs={cfg.epochs}], got {cfg.optim.warmup_epochs}"
-        )
+    warmup = cfg.optim.warmup_epochs
+    if warmup is not None and not 0 <= warmup <= cfg.epochs:
+        raise ConfigError(f"optim.warmup_epochs: must be in [0, epochs={cfg.epochs}] (or null: "
+                          f"min({DEFAULT_WARMUP_EPOCHS:g}, epochs)), got {warmup}")
     if cfg.cpus < 0:
         raise ConfigError(f"cpus: must be >= 0 (0 = all this process may use), got {cfg.cpus}")
     if cfg.eval.fewshot_k < 0:
@@ -154,10 +167,6 @@ def check_ranges(cfg: DictConfig) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(allowed)}")
-    # Imported here: trainables.data imports this module.
-    from trainables.data import dataset_options
-
-    dataset_options(cfg.data)
 
 
 def structured_options(schema: type, user: dict, key: str, noun: str, owner: str) -> Any:

@@ -19,6 +19,8 @@ from trainables.models import DirectPredPredictor, MatrixBackbone
 
 # L_c needs the N x N Gram matrix: cap the held-out samples it is computed on.
 GARRIDO_MAX_SAMPLES = 2048
+# Written beside a trial's checkpoint every epoch: that epoch's spectra (see model_diagnostics).
+SPECTRA_FILE = "spectra.json"
 
 
 def squared_off_diagonal(m: torch.Tensor) -> torch.Tensor:

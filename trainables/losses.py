@@ -1,46 +1,96 @@
-"""Pure SSL loss functions.
+"""Pure SSL loss functions, each returning its total and the terms it is the sum of (LossTerms).
 
 Each takes the two views' embeddings as (N, D) tensors (row i of both is sample i) plus its
-hyperparameters and returns a scalar. CLAIMS.md writes K as D x N; here rows are samples, so a
-view's (N, D) tensor is K^T.
+hyperparameters. CLAIMS.md writes K as D x N; here rows are samples, so a view's (N, D) tensor is
+K^T. Every term is already weighted by its coefficient, so `sum(terms.values()) == total`, and the
+same quantity has the same name in every loss:
+- InfoNCE family, spectral: alignment (the positive pairs) + repulsion (the negatives)
+- generalized: alignment + distribution (matching the embeddings to a prior)
+- VICReg family: invariance + variance + covariance
+- Barlow Twins: on_diagonal + off_diagonal
+- asymmetric (BYOL, SimSiam, DirectPred): prediction
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-NEGATIVE_SIMILARITIES = ("plain", "abs", "sq")
+# How a negative pair's similarity enters InfoNCE (Garrido et al.'s SimCLR, SimCLR-abs, SimCLR-sq).
+NEGATIVE_TRANSFORMS = {"plain": lambda s: s, "abs": torch.abs, "sq": torch.square}
+NEGATIVE_SIMILARITIES = tuple(NEGATIVE_TRANSFORMS)
 SIMCLR_NORMALIZATIONS = ("none", "centering", "dimension_standardization")
 GENERALIZED_PRIORS = ("lse", "uniform_cube", "gaussian")
 
 
+class LossTerms(NamedTuple):
+    """A loss's total (what is minimized) and its weighted terms, which sum to the total."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+    def detach(self) -> "LossTerms":
+        return LossTerms(self.total.detach(), {name: t.detach() for name, t in self.terms.items()})
+
+
+def sum_of(**terms: torch.Tensor) -> LossTerms:
+    """The loss whose total is the sum of `terms`."""
+    return LossTerms(sum(terms.values()), terms)
+
+
+def average(*losses: LossTerms) -> LossTerms:
+    """Term by term mean of losses with the same terms (e.g. a loss symmetrized over the two views)."""
+    terms = {name: sum(loss.terms[name] for loss in losses) / len(losses) for name in losses[0].terms}
+    return LossTerms(sum(loss.total for loss in losses) / len(losses), terms)
+
+
+def check_pair(a: torch.Tensor, b: torch.Tensor, names: str = "z1, z2") -> None:
+    """Both (N, D) with the same shape and N >= 2 (the statistics of a batch need two samples)."""
+    if a.ndim != 2 or a.shape != b.shape or a.shape[0] < 2:
+        raise ValueError(f"{names}: need two (N, D) tensors of one shape with N >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+# --- sample-contrastive -----------------------------------------------------------------------
 def info_nce_loss(
     e1: torch.Tensor,
     e2: torch.Tensor,
     temperature: float = 0.1,
     negatives: str = "plain",
     decoupled: bool = False,
-) -> torch.Tensor:
-    """InfoNCE over the 2N embeddings of both views, similarity = dot product of the embeddings as
-    given: for each anchor, -s(positive)/tau + log sum over the other 2N - 1 embeddings of
-    exp(s/tau), averaged over anchors.
+) -> LossTerms:
+    """InfoNCE (van den Oord, Li, Vinyals 2018, "Representation Learning with Contrastive
+    Predictive Coding") over the 2N embeddings of both views, with the similarity s = the dot
+    product of the embeddings as given (see nt_xent_loss for cosine similarity):
 
-    negatives: 'plain' | 'abs' | 'sq' -- negative pairs' similarities as they are, in absolute
-    value or squared (Garrido's SimCLR-abs / -sq); the positive pair's stays as it is.
-    decoupled: drop the positive from the denominator (DCL, Yeh et al. 2022)."""
+        L = mean_i [ -s(i, i+)/tau + log sum_{k != i} exp(s(i, k)/tau) ]
+          = alignment + repulsion
+
+    negatives: 'plain' | 'abs' | 'sq' -- negative pairs' similarities as they are, in absolute value
+    or squared (Garrido et al. 2023, "On the duality between contrastive and non-contrastive
+    self-supervised learning": SimCLR-abs / -sq); the positive pair's stays as it is.
+    decoupled: drop the positive from the denominator (DCL; Yeh et al. 2022, "Decoupled
+    Contrastive Learning"). Default temperature 0.1: Garrido et al.'s SimCLR setting.
+
+    Example:
+        >>> e1, e2 = F.normalize(model(x1), dim=1), F.normalize(model(x2), dim=1)
+        >>> loss = info_nce_loss(e1, e2, temperature=0.1, negatives="abs", decoupled=True)
+        >>> loss.total.backward()
+    """
+    check_pair(e1, e2, "e1, e2")
+    check_positive("temperature", temperature)
+    if negatives not in NEGATIVE_SIMILARITIES:
+        raise ValueError(f"negatives must be one of {NEGATIVE_SIMILARITIES}, got {negatives!r}")
     n = e1.shape[0]
     e = torch.cat([e1, e2])
     sims = e @ e.T
-    if negatives == "abs":
-        sims_neg = sims.abs()
-    elif negatives == "sq":
-        sims_neg = sims.square()
-    elif negatives == "plain":
-        sims_neg = sims
-    else:
-        raise ValueError(f"negatives must be one of {NEGATIVE_SIMILARITIES}, got {negatives!r}")
+    sims_neg = NEGATIVE_TRANSFORMS[negatives](sims)
     rows = torch.arange(2 * n, device=e.device)
     partner = torch.cat([rows[n:], rows[:n]])
     positive = sims[rows, partner]
@@ -52,7 +102,7 @@ def info_nce_loss(
     if decoupled:
         excluded = excluded | is_positive
     denominator = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
-    return (denominator - positive / temperature).mean()
+    return sum_of(alignment=-(positive / temperature).mean(), repulsion=denominator.mean())
 
 
 def nt_xent_loss(
@@ -61,9 +111,20 @@ def nt_xent_loss(
     temperature: float = 0.1,
     negatives: str = "plain",
     decoupled: bool = False,
-) -> torch.Tensor:
-    """SimCLR's NT-Xent: InfoNCE on cosine similarities (l2-normalized embeddings). With
-    `negatives` / `decoupled` it is SimCLR-abs/-sq, DCL, DCL-abs/-sq."""
+) -> LossTerms:
+    """NT-Xent (Chen, Kornblith, Norouzi, Hinton 2020, "A Simple Framework for Contrastive Learning
+    of Visual Representations"): info_nce_loss on cosine similarities, i.e. on l2-normalized
+    embeddings. With `negatives` / `decoupled` it is SimCLR-abs/-sq, DCL, DCL-abs/-sq.
+
+        L = mean_i [ -cos(z_i, z_i+)/tau + log sum_{k != i} exp(cos(z_i, z_k)/tau) ]
+
+    Default temperature 0.1: Garrido et al. 2023's SimCLR setting (SimCLR's paper: 0.1 to 0.5).
+
+    Example:
+        >>> loss = nt_xent_loss(projector(backbone(x1)), projector(backbone(x2)), temperature=0.1)
+        >>> loss.total.backward(); loss.terms["alignment"], loss.terms["repulsion"]
+    """
+    check_pair(z1, z2)
     return info_nce_loss(F.normalize(z1, dim=1), F.normalize(z2, dim=1), temperature, negatives, decoupled)
 
 
@@ -84,16 +145,27 @@ def simclr_embeddings(z: torch.Tensor, normalization: str) -> torch.Tensor:
     raise ValueError(f"normalization must be one of {SIMCLR_NORMALIZATIONS}, got {normalization!r}")
 
 
-def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, mu: float = 1.0) -> torch.Tensor:
-    """HaoChen et al. 2021: -2/N sum_i <z1_i, z2_i> + 1/(N(N-1)) sum_{i != j} <z1_i, z2_j>^2,
-    on embeddings projected onto the sphere of radius sqrt(mu)."""
+def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, mu: float = 1.0) -> LossTerms:
+    """Spectral contrastive loss (HaoChen, Wei, Gaidon, Ma 2021, "Provable Guarantees for
+    Self-Supervised Deep Learning with Spectral Contrastive Loss"), on embeddings projected onto
+    the sphere of radius sqrt(mu) (e_i = sqrt(mu) z_i / ||z_i||):
+
+        L = -2/N sum_i <e1_i, e2_i>  +  1/(N(N-1)) sum_{i != j} <e1_i, e2_j>^2
+          = alignment + repulsion
+
+    Default mu = 1: the unit sphere (the paper's official code projects onto radius sqrt(mu)).
+
+    Example:
+        >>> loss = spectral_contrastive_loss(z1, z2, mu=1.0)
+        >>> loss.total.backward()
+    """
+    check_pair(z1, z2)
+    check_positive("mu", mu)
     n = z1.shape[0]
     scale = math.sqrt(mu)
     e1, e2 = F.normalize(z1, dim=1) * scale, F.normalize(z2, dim=1) * scale
     cross = e1 @ e2.T
-    attraction = -2 * cross.diagonal().mean()
-    repulsion = off_diagonal(cross).square().sum() / (n * (n - 1))
-    return attraction + repulsion
+    return sum_of(alignment=-2 * cross.diagonal().mean(), repulsion=off_diagonal(cross).square().sum() / (n * (n - 1)))
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -101,6 +173,7 @@ def off_diagonal(m: torch.Tensor) -> torch.Tensor:
     return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 
+# --- dimension-contrastive ----------------------------------------------------------------------
 def squared_off_diagonal_covariance(cov: torch.Tensor) -> torch.Tensor:
     """VICReg's covariance criterion: squared off-diagonal entries summed, divided by D."""
     return off_diagonal(cov).pow(2).sum() / cov.shape[0]
@@ -116,11 +189,12 @@ def logsumexp_off_diagonal_covariance(cov: torch.Tensor, temperature: float) -> 
 def weighted_vicreg_loss(
     z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float, std_coeff: float, cov_coeff: float, std_eps: float,
     temperature: float | None,
-) -> torch.Tensor:
-    """VICReg's invariance, variance and covariance terms as in the official code, weighted: MSE
-    invariance; hinge on the per-dimension std (unbiased variance + eps) at 1, averaged over both
-    views; covariance criterion summed over both views. temperature=None: squared off-diagonal
-    covariance (VICReg); a float: c_exp with that temperature (VICReg-exp)."""
+) -> LossTerms:
+    """VICReg's three terms as in the official code, weighted: MSE invariance; hinge on the
+    per-dimension std (unbiased variance + eps) at 1, averaged over both views; covariance
+    criterion summed over both views. temperature=None: squared off-diagonal covariance (VICReg);
+    a float: c_exp with that temperature (VICReg-exp)."""
+    check_pair(z1, z2)
     n = z1.shape[0]
     invariance = F.mse_loss(z1, z2)
     variance = 0.0
@@ -134,7 +208,7 @@ def weighted_vicreg_loss(
             covariance = covariance + squared_off_diagonal_covariance(cov)
         else:
             covariance = covariance + logsumexp_off_diagonal_covariance(cov, temperature)
-    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+    return sum_of(invariance=sim_coeff * invariance, variance=std_coeff * variance, covariance=cov_coeff * covariance)
 
 
 def vicreg_loss(
@@ -144,10 +218,22 @@ def vicreg_loss(
     std_coeff: float = 25.0,
     cov_coeff: float = 1.0,
     std_eps: float = 1e-4,
-) -> torch.Tensor:
-    """VICReg (Bardes et al.), as in the official code: MSE invariance; hinge on the per-dimension
-    std (unbiased variance + eps) at 1, averaged over both views; squared off-diagonal covariance
-    summed and divided by D, summed over both views."""
+) -> LossTerms:
+    """VICReg (Bardes, Ponce, LeCun 2022, "VICReg: Variance-Invariance-Covariance Regularization for
+    Self-Supervised Learning"), as in the official code:
+
+        L = lambda s(Z1, Z2) + mu [v(Z1) + v(Z2)] / 2 + nu [c(Z1) + c(Z2)]
+          = invariance + variance + covariance
+        s = mean_ij (Z1_ij - Z2_ij)^2
+        v(Z) = mean_j max(0, 1 - sqrt(Var(Z_j) + eps))          (unbiased variance)
+        c(Z) = 1/D sum_{i != j} C(Z)_ij^2,  C(Z) the covariance of the dimensions
+
+    Defaults lambda = mu = 25, nu = 1, eps = 1e-4: the paper's and its official code's.
+
+    Example:
+        >>> loss = vicreg_loss(z1, z2)
+        >>> loss.total.backward(); loss.terms["variance"]
+    """
     return weighted_vicreg_loss(z1, z2, sim_coeff, std_coeff, cov_coeff, std_eps, temperature=None)
 
 
@@ -159,9 +245,20 @@ def vicreg_exp_loss(
     cov_coeff: float = 1.0,
     temperature: float = 0.1,
     std_eps: float = 1e-4,
-) -> torch.Tensor:
-    """VICReg-exp (Garrido et al. eq. 12): VICReg with its covariance criterion replaced by the
-    LogSumExp one, c_exp(K) = (1/D) sum_i log sum_{j != i} exp(C(K)_ij / tau)."""
+) -> LossTerms:
+    """VICReg-exp (Garrido et al. 2023, "On the duality between contrastive and non-contrastive
+    self-supervised learning", eq. 12): vicreg_loss with its covariance criterion replaced by a
+    LogSumExp over the off-diagonal covariances,
+
+        c_exp(Z) = 1/D sum_i log sum_{j != i} exp(C(Z)_ij / tau)
+
+    Defaults: VICReg's coefficients; temperature 0.1 (not stated in the paper's main text).
+
+    Example:
+        >>> loss = vicreg_exp_loss(z1, z2, temperature=0.1)
+        >>> loss.total.backward(); loss.terms["covariance"]
+    """
+    check_positive("temperature", temperature)
     return weighted_vicreg_loss(z1, z2, sim_coeff, std_coeff, cov_coeff, std_eps, temperature)
 
 
@@ -173,11 +270,21 @@ def vicreg_ctr_loss(
     cov_coeff: float = 1.0,
     temperature: float = 0.1,
     std_eps: float = 1e-4,
-) -> torch.Tensor:
-    """VICReg-ctr (Garrido et al. eq. 13): VICReg-exp applied to K^T, i.e. with samples and
-    dimensions swapped. The variance hinge then acts on each embedding's spread over its
-    coordinates (its norm after centering), and c_exp repels the samples' Gram matrix like DCL.
-    The invariance term is unchanged by the transpose."""
+) -> LossTerms:
+    """VICReg-ctr (Garrido et al. 2023, eq. 13): vicreg_exp_loss applied to K^T, i.e. with samples
+    and dimensions swapped:
+
+        L(Z1, Z2) = vicreg_exp_loss(Z1^T, Z2^T)
+
+    The variance hinge then acts on each embedding's spread over its coordinates (its norm after
+    centering), and c_exp repels the samples' Gram matrix like DCL; the invariance term is
+    unchanged by the transpose. Defaults as vicreg_exp_loss.
+
+    Example:
+        >>> loss = vicreg_ctr_loss(z1, z2, temperature=0.1)
+        >>> loss.total.backward()
+    """
+    check_pair(z1, z2)
     return vicreg_exp_loss(z1.T, z2.T, sim_coeff, std_coeff, cov_coeff, temperature, std_eps)
 
 
@@ -187,21 +294,32 @@ def barlow_twins_loss(
     redundancy_weight: float = 5e-3,
     loss_scale: float = 1.0,
     bn_eps: float = 1e-5,
-) -> torch.Tensor:
-    """Barlow Twins (Zbontar et al. 2021): cross-correlation C of the two views after a
-    non-affine batch norm (biased batch variance, like nn.BatchNorm1d in training mode), then
-    sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2, times loss_scale."""
+) -> LossTerms:
+    """Barlow Twins (Zbontar, Jing, Misra, LeCun, Deny 2021, "Barlow Twins: Self-Supervised Learning
+    via Redundancy Reduction"): C the cross-correlation of the two views after a non-affine batch
+    norm (biased batch variance, like nn.BatchNorm1d in training mode), C = BN(Z1)^T BN(Z2) / N,
+
+        L = s [ sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2 ] = on_diagonal + off_diagonal
+
+    Defaults lambda = 5e-3 (the paper's), s = 1 (early official code scaled by 0.024), eps = 1e-5
+    (nn.BatchNorm1d's).
+
+    Example:
+        >>> loss = barlow_twins_loss(z1, z2, redundancy_weight=5e-3)
+        >>> loss.total.backward(); loss.terms["off_diagonal"]
+    """
+    check_pair(z1, z2)
     n = z1.shape[0]
 
     def batch_norm(z: torch.Tensor) -> torch.Tensor:
         return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + bn_eps)
 
     c = batch_norm(z1).T @ batch_norm(z2) / n
-    invariance = (1 - c.diagonal()).pow(2).sum()
-    redundancy = off_diagonal(c).pow(2).sum()
-    return loss_scale * (invariance + redundancy_weight * redundancy)
+    return sum_of(on_diagonal=loss_scale * (1 - c.diagonal()).pow(2).sum(),
+                  off_diagonal=loss_scale * redundancy_weight * off_diagonal(c).pow(2).sum())
 
 
+# --- generalized contrastive ----------------------------------------------------------------------
 def sample_prior(prior: str, n: int, d: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """n samples of a prior scaled to unit expected squared norm (per-coordinate variance 1/d),
     the scale of the unit sphere, so that the temperature means the same for every prior."""
@@ -234,14 +352,27 @@ def generalized_contrastive_loss(
     temperature: float = 0.1,
     num_projections: int = 64,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Chen, Luo, Li 2021: alignment + lambda * distribution matching.
-    alignment: mean_i ||z1_i - z2_i||^2 / (2 tau).
-    lse: on unit-norm embeddings the distribution term is NT-Xent's denominator, mean over the 2N
-    anchors of log sum_{k != i} exp(cos_ik / tau); with lambda = 1 the loss is NT-Xent + 1/tau.
-    uniform_cube / gaussian: on the raw embeddings, the sliced-Wasserstein distance squared
+) -> LossTerms:
+    """Generalized contrastive loss (Chen, Luo, Li 2021, "Intriguing Properties of Contrastive
+    Losses"): alignment plus lambda times a distribution-matching term,
+
+        L = mean_i ||z1_i - z2_i||^2 / (2 tau) + lambda D = alignment + distribution
+
+    lse: on unit-norm embeddings, D is NT-Xent's denominator, the mean over the 2N anchors of
+    log sum_{k != i} exp(cos_ik / tau); with lambda = 1 the loss is NT-Xent + 1/tau.
+    uniform_cube / gaussian: on the raw embeddings, D is the sliced-Wasserstein distance squared
     between the 2N embeddings and 2N samples of the prior (see sample_prior), over
-    `num_projections` random directions. `generator` draws the directions and prior samples."""
+    `num_projections` random directions; `generator` draws the prior samples, then the directions.
+    Defaults lambda = 1, tau = 0.1: the paper's SimCLR-equivalent setting.
+
+    Example:
+        >>> loss = generalized_contrastive_loss(z1, z2, prior="uniform_cube", distribution_weight=2.0)
+        >>> loss.total.backward(); loss.terms["distribution"]
+    """
+    check_pair(z1, z2)
+    check_positive("temperature", temperature)
+    if prior not in GENERALIZED_PRIORS:
+        raise ValueError(f"prior must be one of {GENERALIZED_PRIORS}, got {prior!r}")
     if prior == "lse":
         e1, e2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         alignment = (e1 - e2).pow(2).sum(dim=1).mean() / (2 * temperature)
@@ -253,20 +384,52 @@ def generalized_contrastive_loss(
         z = torch.cat([z1, z2])
         target = sample_prior(prior, z.shape[0], z.shape[1], z, generator)
         distribution = sliced_wasserstein_sq(z, target, num_projections, generator)
-    return alignment + distribution_weight * distribution
+    return sum_of(alignment=alignment, distribution=distribution_weight * distribution)
 
 
-def normalized_mse_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """BYOL's 2 - 2 cos(p, z), averaged over the batch."""
-    return (2 - 2 * F.cosine_similarity(p, z, dim=-1)).mean()
+# --- asymmetric: a prediction against a target ------------------------------------------------------
+def normalized_mse_loss(p: torch.Tensor, z: torch.Tensor) -> LossTerms:
+    """BYOL's loss (Grill et al. 2020, "Bootstrap Your Own Latent: A New Approach to Self-Supervised
+    Learning"), the MSE of l2-normalized prediction and target:
+
+        L = mean_i ||p_i/||p_i|| - z_i/||z_i|| ||^2 = mean_i (2 - 2 cos(p_i, z_i)) = prediction
+
+    No hyperparameters.
+
+    Example:
+        >>> loss = normalized_mse_loss(predictor(z1_online), z2_target.detach())
+        >>> loss.total.backward()
+    """
+    check_pair(p, z, "p, z")
+    return sum_of(prediction=(2 - 2 * F.cosine_similarity(p, z, dim=-1)).mean())
 
 
-def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """SimSiam's D(p, z) = -cos(p, z), averaged over the batch."""
-    return -F.cosine_similarity(p, z, dim=-1).mean()
+def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> LossTerms:
+    """SimSiam's loss (Chen & He 2021, "Exploring Simple Siamese Representation Learning"):
+
+        L = D(p, z) = -mean_i cos(p_i, z_i) = prediction
+
+    No hyperparameters (the stop-gradient on z is the caller's).
+
+    Example:
+        >>> loss = negative_cosine_loss(predictor(z1), z2.detach())
+        >>> loss.total.backward()
+    """
+    check_pair(p, z, "p, z")
+    return sum_of(prediction=-F.cosine_similarity(p, z, dim=-1).mean())
 
 
-def squared_error_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """1/2 ||p - z||^2, summed over dimensions and averaged over the batch: the unnormalized loss
-    of Tian et al.'s analysis."""
-    return 0.5 * (p - z).pow(2).sum(dim=1).mean()
+def squared_error_loss(p: torch.Tensor, z: torch.Tensor) -> LossTerms:
+    """The unnormalized loss of Tian, Chen, Ganguli 2021 ("Understanding Self-Supervised Learning
+    Dynamics without Contrastive Pairs"), whose dynamics they analyse:
+
+        L = 1/2 mean_i ||p_i - z_i||^2 = prediction
+
+    No hyperparameters.
+
+    Example:
+        >>> loss = squared_error_loss(predictor(z1), z2_target)
+        >>> loss.total.backward()
+    """
+    check_pair(p, z, "p, z")
+    return sum_of(prediction=0.5 * (p - z).pow(2).sum(dim=1).mean())

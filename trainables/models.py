@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trainables.errors import ConfigError
-from trainables.registry import Registry, unknown_name_message
+from trainables.registry import Registry
 
 BACKBONES: Registry = Registry("model.backbone")
 
@@ -285,13 +285,10 @@ def build_predictor(
     directpred: DirectPredSettings = DirectPredSettings(),
 ) -> nn.Module | None:
     """none | linear (dim x dim, no bias; symmetric: W = (A + A^T)/2) | mlp (dim-hidden-dim, BN+ReLU
-    in between) | directpred (DirectPredPredictor, symmetric PSD by construction)."""
-    if kind not in PREDICTORS:
-        raise ConfigError(unknown_name_message("method_kwargs.predictor", kind, list(PREDICTORS)))
-    if symmetric and kind not in ("linear", "directpred"):
-        raise ConfigError(
-            f"method_kwargs.predictor_symmetric: needs predictor=linear or directpred, got predictor={kind}"
-        )
+    in between) | directpred (DirectPredPredictor, symmetric PSD by construction). The choices are
+    checked with the method's hyperparameters (AsymmetricMethod.check_kwargs)."""
+    if kind not in PREDICTORS or (symmetric and kind not in ("linear", "directpred")):
+        raise ValueError(f"no predictor {kind!r} (symmetric={symmetric}); allowed: {PREDICTORS}")
     if kind == "none":
         return None
     if kind == "linear":

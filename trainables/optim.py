@@ -6,6 +6,8 @@ import math
 import torch
 from omegaconf import DictConfig
 
+from trainables.config import warmup_epochs
+
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum whose update is scaled per tensor by the trust ratio
@@ -69,7 +71,8 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float):
     return factor
 
 
-def build_scheduler(optimizer, cfg: DictConfig, steps_per_epoch: int, epochs: int):
-    total = steps_per_epoch * epochs
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total, cfg.min_lr_ratio))
+def build_scheduler(optimizer, cfg: DictConfig, steps_per_epoch: int):
+    """The per-step schedule of a trial config `cfg`: its warmup (see config.warmup_epochs), then cosine."""
+    total = steps_per_epoch * cfg.epochs
+    warmup = round(warmup_epochs(cfg) * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total, cfg.optim.min_lr_ratio))

@@ -1,10 +1,9 @@
-"""Name -> class registries with nearest-name suggestions for typos."""
+"""Name -> object registries whose unknown names are one-line ConfigErrors with the nearest names."""
 from __future__ import annotations
 
-import difflib
-from typing import Generic, TypeVar
+from typing import Generic, Iterator, TypeVar
 
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, unknown_value
 
 T = TypeVar("T")
 
@@ -26,16 +25,14 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def items(self) -> Iterator[tuple[str, T]]:
+        """(name, object) sorted by name."""
+        return ((name, self._items[name]) for name in self.names())
+
     def __contains__(self, name: str) -> bool:
         return name in self._items
 
     def get(self, name: str, key: str | None = None) -> T:
         if name not in self._items:
-            raise ConfigError(unknown_name_message(key or self.kind, name, self.names()))
+            raise ConfigError(f"{key or self.kind}: {unknown_value('value', name, self.names())}")
         return self._items[name]
-
-
-def unknown_name_message(key: str, value: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(str(value), allowed, n=3, cutoff=0.5)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return f"{key}: unknown value {value!r}{hint}; allowed: {', '.join(allowed)}"

@@ -1,5 +1,6 @@
 """One SSL trial, Ray-free: `train(config, report)` builds everything from a plain dict, trains,
-evaluates every epoch and hands each epoch's metrics and checkpoint to `report`."""
+evaluates every epoch and hands each epoch's metrics (the loss and its terms, evaluation,
+diagnostics, and the trial's provenance) and checkpoint to `report`."""
 from __future__ import annotations
 
 import json
@@ -17,39 +18,42 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainables.config import trial_config
+from trainables.contract import loss_term_metric, ssl_trial_config
 from trainables.data import DataBundle, load_data
 from trainables.device import Placement, resolve_placement, set_threads
-from trainables.diagnostics import garrido_metrics, model_diagnostics
+from trainables.diagnostics import SPECTRA_FILE, garrido_metrics, model_diagnostics
 from trainables.errors import ConfigError
 from trainables.evaluate import (effective_rank, extract, fewshot_accuracy, knn_accuracy, linear_probe_accuracy,
                                  normalized_std)
+from trainables.losses import LossTerms
 from trainables.methods import METHODS, Method
 from trainables.models import build_backbone
 from trainables.optim import build_optimizer, build_scheduler
+from trainables.provenance import PROVENANCE_KEY, trial_provenance
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[dict, str], None]
 CHECKPOINT_FILE = "trial_state.pt"
-# Written beside the checkpoint every epoch: that epoch's spectra (see diagnostics.model_diagnostics).
-SPECTRA_FILE = "spectra.json"
 
 
 def log_report(metrics: dict, checkpoint_dir: str) -> None:
-    log.info("epoch %s: %s", metrics["epoch"], metrics)
+    log.info("epoch %s: %s", metrics["epoch"], {k: v for k, v in metrics.items() if k != PROVENANCE_KEY})
 
 
 class Trial:
     """Everything one trial owns; `run` is the epoch loop."""
 
     def __init__(self, config: dict | DictConfig):
-        self.cfg = cfg = trial_config(config)
-        method_cls = METHODS.get(cfg.method, key="method")
+        self.cfg = cfg = ssl_trial_config(config)
+        method_cls = METHODS.get(cfg.method)
         kwargs = method_cls.parse_kwargs(OmegaConf.to_container(cfg.method_kwargs))
         self.place: Placement = resolve_placement(cfg.device, cfg.precision, cfg.model.backbone)
         self.threads = set_threads(cfg.cpus)
-        self.data: DataBundle = load_data(cfg.data).to(self.place.device)
+        data = load_data(cfg.data)
+        # Fingerprinted as read, before in-memory samples move to the device.
+        self.provenance = trial_provenance(cfg, data, self.place.device)
+        self.data: DataBundle = data.to(self.place.device)
         self.steps_per_epoch = len(self.data.train) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the {len(self.data.train)} training samples of {cfg.data.name}")
@@ -63,7 +67,7 @@ class Trial:
             self.method.to(memory_format=torch.channels_last)
         groups = self.method.param_groups(cfg.optim.weight_decay, cfg.optim.exclude_bias_norm)
         self.optimizer = build_optimizer(groups, cfg.optim, cfg.batch_size)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch, cfg.epochs)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.probe_optimizer = torch.optim.AdamW(self.probe.parameters(), lr=cfg.eval.online_probe_lr, weight_decay=0.0)
         self.epoch = 0
         self.knn_acc_random_init: float | None = None
@@ -76,7 +80,8 @@ class Trial:
         channels_last = self.place.channels_last and samples.ndim == 4
         return samples.contiguous(memory_format=torch.channels_last) if channels_last else samples
 
-    def train_step(self, samples: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def train_step(self, samples: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> LossTerms:
+        """One optimizer step; returns its loss and terms, detached."""
         x1, x2 = self.data.view_maker.views(self.to_device(samples), gen)
         with self.place.autocast():
             loss, r1 = self.method.training_step(x1, x2)
@@ -85,7 +90,7 @@ class Trial:
         probe_loss = F.cross_entropy(self.probe(r1.detach().float()[labeled]), labels[labeled]) if labeled.any() else 0.0
         self.optimizer.zero_grad(set_to_none=True)
         self.probe_optimizer.zero_grad(set_to_none=True)
-        (loss + probe_loss).backward()
+        (loss.total + probe_loss).backward()
         self.optimizer.step()
         self.probe_optimizer.step()
         self.scheduler.step()
@@ -93,8 +98,9 @@ class Trial:
         self.method.after_optimizer_step(progress)
         return loss.detach()
 
-    def train_epoch(self) -> tuple[float, float]:
-        """Returns mean loss and training samples per second."""
+    def train_epoch(self) -> tuple[dict[str, float], float]:
+        """Returns the epoch's mean loss and loss terms, as metrics (loss, loss_<term>), and training
+        samples per second."""
         cfg = self.cfg
         self.method.train()
         # Shuffling and augmentation draw from generators seeded by (seed, epoch): an epoch
@@ -102,12 +108,16 @@ class Trial:
         epoch_seed = cfg.seed * 1_000_003 + self.epoch
         order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(epoch_seed))
         gen = torch.Generator(self.place.device).manual_seed(epoch_seed)
-        total = torch.zeros((), device=self.place.device)
+        terms = self.method.loss_terms
+        # Summed on the device, in float32 whatever the autocast: one sync per epoch.
+        sums = torch.zeros(1 + len(terms), device=self.place.device)
         start = time.perf_counter()
         for samples, labels in self.data.train.batches(cfg.batch_size, order, drop_last=True):
-            total += self.train_step(samples, labels, gen)
-        mean_loss = float(total) / self.steps_per_epoch
-        return mean_loss, self.steps_per_epoch * cfg.batch_size / (time.perf_counter() - start)
+            step = self.train_step(samples, labels, gen)
+            sums += torch.stack([step.total.float(), *(step.terms[term].float() for term in terms)])
+        means = (sums / self.steps_per_epoch).tolist()
+        names = ["loss", *map(loss_term_metric, terms)]
+        return dict(zip(names, means)), self.steps_per_epoch * cfg.batch_size / (time.perf_counter() - start)
 
     # --- evaluation ------------------------------------------------------------------------
     def features(self):
@@ -176,33 +186,34 @@ class Trial:
         self.knn_acc_random_init = state["knn_acc_random_init"]
 
     # --- the loop ----------------------------------------------------------------------------
-    def run(self, report: Report) -> dict[str, float]:
+    def run(self, report: Report) -> dict[str, Any]:
         if self.knn_acc_random_init is None:
             (r_train, _, y_train), (r_test, _, y_test) = self.features()
             self.knn_acc_random_init = self.knn(r_train, y_train, r_test, y_test)
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Any] = {}
         while self.epoch < self.cfg.epochs:
-            loss, samples_per_s = self.train_epoch()
+            losses, samples_per_s = self.train_epoch()
             self.epoch += 1
             features = self.features()
-            diverged = not math.isfinite(loss) or not all_finite(features)
+            diverged = not math.isfinite(losses["loss"]) or not all_finite(features)
             if diverged:
                 # Nothing meaningful to evaluate: report the divergence and end the trial.
                 evaluation, spectra = {"knn_acc": math.nan, "online_acc": math.nan, "diverged": 1.0}, None
             else:
                 evaluation, spectra = self.evaluate(features, final=self.epoch == self.cfg.epochs)
-            metrics = {"epoch": self.epoch, "loss": loss, **evaluation, "samples_per_s": samples_per_s,
-                       "lr": self.scheduler.get_last_lr()[0], "knn_acc_random_init": self.knn_acc_random_init}
+            metrics = {"epoch": self.epoch, **losses, **evaluation, "samples_per_s": samples_per_s,
+                       "lr": self.scheduler.get_last_lr()[0], "knn_acc_random_init": self.knn_acc_random_init,
+                       PROVENANCE_KEY: self.provenance}
             with tempfile.TemporaryDirectory(prefix="dualsweep-ckpt-") as checkpoint_dir:
                 self.save(checkpoint_dir, spectra)
                 report(metrics, checkpoint_dir)
             if diverged:
-                log.warning("trial diverged at epoch %d (loss %s): stopped", self.epoch, loss)
+                log.warning("trial diverged at epoch %d (loss %s): stopped", self.epoch, losses["loss"])
                 break
         return metrics
 
 
-def train(config: dict | DictConfig, report: Report = log_report, resume_from: str | None = None) -> dict[str, float]:
+def train(config: dict | DictConfig, report: Report = log_report, resume_from: str | None = None) -> dict[str, Any]:
     """Run one trial. `report(metrics, checkpoint_dir)` is called after every epoch; the directory
     is deleted when report returns, so a caller that keeps checkpoints copies it (Ray Tune's
     `tune.report(checkpoint=Checkpoint.from_directory(d))` does). `resume_from` is such a copy."""

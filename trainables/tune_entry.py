@@ -1,10 +1,19 @@
-"""The Ray Tune entry point of one SSL trial: `trainables.train` with Tune's report and checkpoint.
+"""The Ray Tune entry points of trainables' trial kinds (see trainables.contract.TRIAL_KINDS): a
+Ray-free trial function with Tune's report, checkpoint and resume. The one module of trainables that
+imports Ray.
 
-Tune calls it with the sweep's plain dict config, {"trial": <trial config>, "sweep": <where the
-trial belongs>}; only the trial config reaches `train`."""
+Tune calls an entry point with the sweep's plain dict config, {"trial": <trial config>, "sweep":
+<where the trial belongs>}; only the trial config reaches the trial."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
+
+import ray
+from ray import tune
+
+from trainables.stand_in import train_stand_in
+from trainables.train import train
 
 TrainFunction = Callable[[dict, Callable[[dict, str], None], "str | None"], object]
 
@@ -13,7 +22,6 @@ def run_under_tune(train_fn: TrainFunction, trial_config: dict) -> None:
     """Run `train_fn(config, report, resume_from)` inside a Tune trial: every report becomes a Tune
     result with a checkpoint (copied by Tune before the trainable deletes its directory), and a
     retried or restored trial resumes from its latest checkpoint."""
-    from ray import tune
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
@@ -27,14 +35,18 @@ def run_under_tune(train_fn: TrainFunction, trial_config: dict) -> None:
 
 
 def ssl_trial(config: dict) -> None:
-    """The function trainable of the `ssl` trainable kind."""
-    import ray
-
-    from trainables.train import train
-
+    """The entry point of the `ssl` trial kind: trainables.train."""
     trial_config = dict(config["trial"])
     if not trial_config.get("cpus"):
         # Ray does not pin a trial to its CPUs; without this torch would use every core.
         assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         trial_config["cpus"] = max(1, int(assigned))
     run_under_tune(train, trial_config)
+
+
+def stand_in_trial(config: dict) -> None:
+    """The entry point of the `stand_in` trial kind: trainables.stand_in."""
+    # The trial's name (the orchestrator names trials by their key) and the Ray job: a test tells
+    # the epochs a killed driver's job ran from those of the job that resumed it.
+    name = f"{tune.get_context().get_trial_name()} {ray.get_runtime_context().get_job_id()}"
+    run_under_tune(functools.partial(train_stand_in, trial_name=name), config["trial"])

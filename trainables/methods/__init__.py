@@ -1,32 +1,12 @@
-"""Method registry: one file per method, each registering its class by name."""
+"""Every SSL method, one file each: importing this package registers them all in METHODS.
+
+A method file subclasses Method or AsymmetricMethod (trainables.methods.base), declares its family,
+hyperparameters, loss and loss terms, and registers itself with @register."""
 from __future__ import annotations
 
 from typing import Any
 
-from trainables.methods.base import FAMILIES, AsymmetricMethod, Method
-from trainables.registry import Registry
-
-METHODS: Registry[type[Method]] = Registry("method")
-
-
-def register(cls: type[Method]) -> type[Method]:
-    if cls.family not in FAMILIES:
-        raise RuntimeError(f"{cls.__name__}.family must be one of {FAMILIES}")
-    return METHODS.register(cls.name)(cls)
-
-
-def describe_methods() -> list[dict[str, Any]]:
-    """One entry per registered method, sorted by name: name, family, hyperparameters (name ->
-    default) and source. What `dualsweep methods` prints."""
-    entries = []
-    for name in METHODS.names():
-        cls = METHODS.get(name)
-        entries.append({"name": name, "family": cls.family, "hyperparameters": cls.hyperparameters(), "source": cls.source})
-    return entries
-
-
-# Imported for their registration side effect.
-from trainables.methods import (  # noqa: E402,F401
+from trainables.methods import (  # noqa: F401  (registration)
     barlow_twins,
     byol,
     dcl,
@@ -44,5 +24,14 @@ from trainables.methods import (  # noqa: E402,F401
     vicreg_ctr,
     vicreg_exp,
 )
+from trainables.methods.base import FAMILIES, METHODS, AsymmetricMethod, Method, register
 
-__all__ = ["METHODS", "Method", "AsymmetricMethod", "register", "describe_methods"]
+
+def describe_methods() -> list[dict[str, Any]]:
+    """One entry per registered method, sorted by name: name, family, hyperparameters (name ->
+    default), loss terms and source. What `dualsweep methods` prints."""
+    return [{"name": name, "family": cls.family, "hyperparameters": cls.hyperparameters(),
+             "loss_terms": list(cls.loss_terms), "source": cls.source} for name, cls in METHODS.items()]
+
+
+__all__ = ["FAMILIES", "METHODS", "Method", "AsymmetricMethod", "register", "describe_methods"]

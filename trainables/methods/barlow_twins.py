@@ -1,14 +1,15 @@
+"""Barlow Twins (Zbontar et al. 2021): the views' cross-correlation driven to the identity."""
 from dataclasses import dataclass
 
 from trainables.losses import barlow_twins_loss
-from trainables.methods import Method, register
-from trainables.methods.base import require
+from trainables.methods.base import Method, register, require
 
 
 @register
 class BarlowTwins(Method):
     name = "barlow_twins"
     family = "dimension_contrastive"
+    loss_terms = ("on_diagonal", "off_diagonal")
     source = "Zbontar et al. 2021: non-affine BN, lambda 5e-3; loss_scale was 0.024 in early official code"
 
     @dataclass

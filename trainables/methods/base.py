@@ -1,5 +1,6 @@
-"""The method base class: owns backbone, projector, optional predictor and EMA target, and the
-shared training step. A method file only declares its family, its hyperparameters and its loss."""
+"""The method base classes and the registry METHODS. A Method owns backbone, projector, optional
+predictor and EMA target, and the shared training step; a method file (one per method, imported by
+trainables.methods) only declares its family, hyperparameters, loss and loss terms, and registers."""
 from __future__ import annotations
 
 import copy
@@ -12,22 +13,24 @@ import torch
 from torch import nn
 
 from trainables.config import structured_options
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, unknown_value
+from trainables.losses import LossTerms, average
 from trainables.models import (
+    PREDICTORS,
     DirectPredPredictor,
     DirectPredSettings,
     build_predictor,
     build_projector,
     is_norm_or_bias,
 )
-from trainables.registry import unknown_name_message
+from trainables.registry import Registry
 
 FAMILIES = ("sample_contrastive", "dimension_contrastive", "asymmetric")
 
 
 def require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(unknown_name_message(f"method_kwargs.{key}", value, list(allowed)))
+        raise ConfigError(f"method_kwargs.{key}: {unknown_value('value', value, list(allowed))}")
 
 
 def require(condition: bool, key: str, message: str) -> None:
@@ -39,6 +42,9 @@ class Method(nn.Module):
     name: ClassVar[str]
     family: ClassVar[str]
     source: ClassVar[str] = ""
+    # The names of the terms its loss returns (see trainables.losses); a trial reports each per
+    # epoch as loss_<term>.
+    loss_terms: ClassVar[tuple[str, ...]]
 
     @dataclass
     class Kwargs:
@@ -77,11 +83,12 @@ class Method(nn.Module):
         representation = self.backbone(x)
         return representation, self.projector(representation)
 
-    def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> LossTerms:
         raise NotImplementedError
 
-    def training_step(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the loss and view 1's representation (the online probe trains on it detached)."""
+    def training_step(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[LossTerms, torch.Tensor]:
+        """Returns the loss with its terms and view 1's representation (the online probe trains on
+        it detached)."""
         r1, z1 = self(x1)
         _, z2 = self(x2)
         return self.loss(z1, z2), r1
@@ -117,6 +124,9 @@ class AsymmetricMethod(Method):
 
     Every switch the theory papers ablate is a hyperparameter of every asymmetric method."""
 
+    family = "asymmetric"
+    loss_terms = ("prediction",)
+
     @dataclass
     class Kwargs:
         # none | linear | mlp | directpred
@@ -144,6 +154,9 @@ class AsymmetricMethod(Method):
 
     @classmethod
     def check_kwargs(cls, kw: Any) -> None:
+        require_choice("predictor", kw.predictor, PREDICTORS)
+        require(not kw.predictor_symmetric or kw.predictor in ("linear", "directpred"), "predictor_symmetric",
+                f"needs predictor=linear or directpred, got predictor={kw.predictor}")
         require(kw.stop_gradient or not kw.ema, "stop_gradient",
                 "false needs ema=false: an EMA target has no gradient to stop")
         require(kw.predictor_hidden is None or kw.predictor_hidden > 0, "predictor_hidden", "must be > 0 or null")
@@ -189,12 +202,12 @@ class AsymmetricMethod(Method):
             self.predictor.observe(z1, z2)
         return self.predictor(z1), self.predictor(z2)
 
-    def training_step(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_step(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[LossTerms, torch.Tensor]:
         r1, z1 = self(x1)
         _, z2 = self(x2)
         p1, p2 = self.predict(z1, z2)
         t1, t2 = self.target_embedding(x1, z1), self.target_embedding(x2, z2)
-        return (self.loss(p1, t2) + self.loss(p2, t1)) / 2, r1
+        return average(self.loss(p1, t2), self.loss(p2, t1)), r1
 
     def param_groups(self, weight_decay: float, exclude_bias_norm: bool) -> list[dict]:
         groups = super().param_groups(weight_decay, exclude_bias_norm)
@@ -207,3 +220,15 @@ class AsymmetricMethod(Method):
                 lr_ratio=self.kw.predictor_lr_ratio,
             )
         return groups
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator of a method file: checks what every method declares and registers it by name."""
+    if cls.family not in FAMILIES:
+        raise RuntimeError(f"{cls.__name__}.family must be one of {FAMILIES}")
+    if not getattr(cls, "loss_terms", None):
+        raise RuntimeError(f"{cls.__name__} must declare loss_terms, the names of its loss's terms")
+    return METHODS.register(cls.name)(cls)

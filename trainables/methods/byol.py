@@ -1,13 +1,13 @@
+"""BYOL (Grill et al. 2020): an online network with a predictor regresses an EMA target's embedding."""
 from dataclasses import dataclass
 
 from trainables.losses import normalized_mse_loss, squared_error_loss
-from trainables.methods import AsymmetricMethod, register
+from trainables.methods.base import AsymmetricMethod, register
 
 
 @register
 class BYOL(AsymmetricMethod):
     name = "byol"
-    family = "asymmetric"
     source = "Grill et al. 2020: EMA target (cosine tau schedule), MLP predictor"
 
     @dataclass

@@ -1,4 +1,5 @@
-from trainables.methods import register
+"""DCL (Yeh et al. 2022): SimCLR without the positive pair in InfoNCE's denominator."""
+from trainables.methods.base import register
 from trainables.methods.simclr import SimCLR
 
 

@@ -1,4 +1,5 @@
-from trainables.methods import register
+"""DCL-abs (Garrido et al. 2023): DCL with |cos| for the negative pairs."""
+from trainables.methods.base import register
 from trainables.methods.dcl import DCL
 
 

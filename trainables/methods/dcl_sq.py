@@ -1,4 +1,5 @@
-from trainables.methods import register
+"""DCL-sq (Garrido et al. 2023): DCL with cos^2 for the negative pairs."""
+from trainables.methods.base import register
 from trainables.methods.dcl import DCL
 
 

@@ -1,3 +1,4 @@
+"""DirectCLR (Jing et al. 2022): InfoNCE on the leading coordinates of the representation, no projector."""
 import logging
 from dataclasses import dataclass
 
@@ -6,8 +7,7 @@ from torch import nn
 
 from trainables.errors import ConfigError
 from trainables.losses import nt_xent_loss
-from trainables.methods import Method, register
-from trainables.methods.base import require
+from trainables.methods.base import Method, register, require
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class LeadingCoordinates(nn.Module):
 class DirectCLR(Method):
     name = "directclr"
     family = "sample_contrastive"
+    loss_terms = ("alignment", "repulsion")
     source = "Jing et al. 2022: InfoNCE on the first d0 coordinates of the representation, no projector"
 
     @dataclass

@@ -1,14 +1,15 @@
+"""The generalized contrastive loss (Chen, Luo, Li 2021): alignment + distribution matching to a prior."""
 from dataclasses import dataclass
 
 from trainables.losses import GENERALIZED_PRIORS, generalized_contrastive_loss
-from trainables.methods import Method, register
-from trainables.methods.base import require, require_choice
+from trainables.methods.base import Method, register, require, require_choice
 
 
 @register
 class Generalized(Method):
     name = "generalized"
     family = "sample_contrastive"
+    loss_terms = ("alignment", "distribution")
     source = ("Chen, Luo, Li 2021: alignment + lambda * distribution matching (LogSumExp on the sphere, "
               "or sliced Wasserstein to a uniform hypercube / Gaussian prior of unit expected norm)")
 

@@ -1,9 +1,9 @@
+"""SimCLR (Chen et al. 2020), the base of the InfoNCE family, with Garrido et al.'s normalizations."""
 from dataclasses import dataclass
 from typing import ClassVar
 
 from trainables.losses import SIMCLR_NORMALIZATIONS, info_nce_loss, simclr_embeddings
-from trainables.methods import Method, register
-from trainables.methods.base import require, require_choice
+from trainables.methods.base import Method, register, require, require_choice
 
 
 @register
@@ -13,6 +13,7 @@ class SimCLR(Method):
 
     name = "simclr"
     family = "sample_contrastive"
+    loss_terms = ("alignment", "repulsion")
     source = "Chen et al. 2020, NT-Xent; normalizations from Garrido et al. 2023, Table 1"
     negatives: ClassVar[str] = "plain"
     decoupled: ClassVar[bool] = False

@@ -1,4 +1,5 @@
-from trainables.methods import register
+"""SimCLR-abs (Garrido et al. 2023): SimCLR with |cos| for the negative pairs."""
+from trainables.methods.base import register
 from trainables.methods.simclr import SimCLR
 
 

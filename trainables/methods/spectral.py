@@ -1,14 +1,15 @@
+"""Spectral contrastive learning (HaoChen et al. 2021)."""
 from dataclasses import dataclass
 
 from trainables.losses import spectral_contrastive_loss
-from trainables.methods import Method, register
-from trainables.methods.base import require
+from trainables.methods.base import Method, register, require
 
 
 @register
 class Spectral(Method):
     name = "spectral"
     family = "sample_contrastive"
+    loss_terms = ("alignment", "repulsion")
     source = "HaoChen et al. 2021, spectral contrastive loss on the sphere of radius sqrt(mu)"
 
     @dataclass

@@ -1,13 +1,15 @@
+"""VICReg (Bardes et al. 2022): invariance, variance and covariance terms on the embeddings."""
 from dataclasses import dataclass
 
 from trainables.losses import vicreg_loss
-from trainables.methods import Method, register
+from trainables.methods.base import Method, register
 
 
 @register
 class VICReg(Method):
     name = "vicreg"
     family = "dimension_contrastive"
+    loss_terms = ("invariance", "variance", "covariance")
     source = "Bardes et al. 2022, official defaults"
 
     @dataclass

@@ -1,5 +1,6 @@
+"""VICReg-ctr (Garrido et al. 2023): VICReg-exp on the transposed embeddings, a sample-contrastive loss."""
 from trainables.losses import vicreg_ctr_loss
-from trainables.methods import register
+from trainables.methods.base import register
 from trainables.methods.vicreg_exp import VICRegExp
 
 

@@ -1,8 +1,8 @@
+"""VICReg-exp (Garrido et al. 2023): VICReg with a LogSumExp covariance term."""
 from dataclasses import dataclass
 
 from trainables.losses import vicreg_exp_loss
-from trainables.methods import register
-from trainables.methods.base import require
+from trainables.methods.base import register, require
 from trainables.methods.vicreg import VICReg
 
 

@@ -1,37 +1,76 @@
-"""Image worlds composed from scikit-learn's digits, where SSL methods are far from saturation,
-and RandBit, which wraps an image dataset. All are drawn from `data.split_seed`, download nothing,
-and split by source digit: a held-out composite never shows a digit image seen in training.
+"""The digit worlds, drawn from scikit-learn's 8x8 digits: nothing is downloaded, and every world
+is fixed by `data.split_seed` and split by source digit, so a held-out sample never shows a digit
+image seen in training.
 
-Views of a composite world: with `pair_views` the two views of a training sample are two
-different composites of one source digit (each then augmented by the recipe), so nothing but the
-digit is shared between them; without, both views come from one composite, whose clutter or
-background the encoder can then match views by instead of the digit (feature suppression).
-
+- digits: the 1797 digits themselves (8x8 grey), split stratified by class.
 - digits_clutter: each digit scaled to 10-15 px at a random place on a 24x24 canvas, among random
-  line segments, plus pixel noise.
+  line segments, plus pixel noise. SSL methods are far from saturation here.
 - digits_on_natural: each digit scaled, coloured and pasted at a random place on a random crop of
   the natural photographs that ship with scikit-image (32x32 RGB). The backgrounds compete with
   the digit for the encoder's capacity (Chen et al.'s feature suppression, on a CPU scale).
-- randbit (Chen et al. 2021): any in-memory image dataset with n random bits appended as constant
-  channels, drawn once per sample, identical in both views and never augmented."""
+
+Views of a composite world (digits_clutter, digits_on_natural): with `pair_views` the two views of
+a training sample are two different composites of one source digit (each then augmented by the
+recipe), so nothing but the digit is shared between them; without, both views come from one
+composite, whose clutter or background the encoder can then match views by instead of the digit."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import dataclasses
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+import skimage.data
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from trainables.augment import Augmenter
-from trainables.config import structured_options
-from trainables.data import (DATASETS, DataBundle, DatasetOptions, TensorSamples, ViewMaker, dataset_options,
-                             digit_sources, image_bundle, require_option)
-from trainables.errors import ConfigError
+from trainables.data.containers import (DATASETS, DataBundle, DatasetOptions, TensorSamples, image_bundle,
+                                        in_memory_image_bundle, require_option)
 
 
+def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (1797 images, 0..16) and labels, read from the file the package
+    ships, as `load_digits` reads it: importing sklearn.datasets costs every trial worker ~1.4 s."""
+    package = Path(importlib.util.find_spec("sklearn").origin).parent
+    table = np.loadtxt(package / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices with each class's share of the test split rounded from `test_fraction`."""
+    rng = np.random.default_rng(seed)
+    test = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        test.append(members[:round(len(members) * test_fraction)])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.concatenate(test)] = True
+    return rng.permutation(np.flatnonzero(~is_test)), rng.permutation(np.flatnonzero(is_test))
+
+
+def digit_sources(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits as float images in [0, 1], split stratified by `data.split_seed`: train images,
+    train labels, test images, test labels."""
+    x, y = sklearn_digits()
+    train, test = stratified_split(y, cfg.test_fraction, cfg.split_seed)
+
+    def as_images(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
+
+    return as_images(x[train]), torch.tensor(y[train]), as_images(x[test]), torch.tensor(y[test])
+
+
+@DATASETS.register_dataset("digits")
+def digits(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
+    x_train, y_train, x_test, y_test = digit_sources(cfg)
+    train, test = TensorSamples(x_train, y_train), TensorSamples(x_test, y_test)
+    return in_memory_image_bundle(cfg, train, test, 10, (float(x_train.mean()),), (float(x_train.std()),))
+
+
+# --- composites of digits ---------------------------------------------------------------------
 @dataclass
 class CompositeOptions(DatasetOptions):
     # Composites drawn per source digit: the training split (SSL, kNN bank, probes) and the held-out one.
@@ -168,11 +207,9 @@ NATURAL_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field
 
 def natural_images() -> list[torch.Tensor]:
     """The photographs as float (3, H, W) in [0, 1]; grey ones repeated over the channels."""
-    from skimage import data
-
     images = []
     for name in NATURAL_IMAGES:
-        pixels = torch.from_numpy(getattr(data, name)()).float() / 255
+        pixels = torch.from_numpy(getattr(skimage.data, name)()).float() / 255
         images.append(pixels.permute(2, 0, 1) if pixels.ndim == 3 else pixels.expand(3, -1, -1))
     return images
 
@@ -229,72 +266,3 @@ def digits_on_natural(cfg: DictConfig, o: DigitsOnNaturalOptions) -> DataBundle:
         return background_crops(len(digits), o, gen) * (1 - alpha) + colour * alpha
 
     return composite_bundle(cfg, o, compose)
-
-
-# --- randbit -------------------------------------------------------------------------------------
-@dataclass
-class RandBitOptions(DatasetOptions):
-    # The wrapped dataset: an in-memory image dataset, and its own options.
-    base: str = "digits_clutter"
-    base_options: dict[str, Any] = field(default_factory=dict)
-    # Random bits appended to every sample as constant channels (0 = the base dataset unchanged).
-    bits: int = 5
-
-    def check(self) -> None:
-        require_option(self.bits >= 0, "bits", f"must be >= 0, got {self.bits}")
-        require_option(self.base != "randbit", "base", "randbit cannot wrap itself")
-        entry = DATASETS.get(self.base, key="data.options.base")
-        structured_options(entry.options, self.base_options, "data.options.base_options", "an option", self.base).check()
-
-
-@dataclass(frozen=True)
-class RandBitViews:
-    """The base dataset's views of the image channels, with the bit channels appended as they are
-    (as -1 / +1 planes): the bits are the same in both views and never augmented. Channels are
-    dimension -3 of a sample, so a training sample of composite pairs (K, C, H, W) works alike:
-    its composites carry the same bits."""
-
-    base: ViewMaker
-    image_channels: int
-
-    def with_bits(self, images: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        bits = x[..., self.image_channels :, 0, 0]
-        if bits.ndim == 3:
-            bits = bits[:, 0]  # the composites of one sample share their bits
-        planes = ((bits > 0).to(images.dtype) * 2 - 1)[:, :, None, None]
-        return torch.cat([images, planes.expand(-1, -1, *images.shape[-2:])], dim=1)
-
-    def views(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(self.with_bits(v, x) for v in self.base.views(x[..., : self.image_channels, :, :], gen))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return self.with_bits(self.base.normalize(x[..., : self.image_channels, :, :]), x)
-
-    def to(self, device) -> "RandBitViews":
-        return RandBitViews(self.base.to(device), self.image_channels)
-
-
-def with_random_bits(samples: TensorSamples, bits: int, gen: torch.Generator) -> TensorSamples:
-    """Each sample (..., C, H, W) gets `bits` random constant channels (0 or the image's maximum);
-    the composites of one sample share them."""
-    images = samples.samples
-    n, height, width = len(images), images.shape[-2], images.shape[-1]
-    on = torch.randint(0, 2, (n, bits), generator=gen).to(images.dtype) * (255 if images.dtype == torch.uint8 else 1)
-    on = on.view(n, *[1] * (images.ndim - 4), bits, 1, 1).expand(*images.shape[:-3], bits, height, width)
-    return TensorSamples(torch.cat([images, on], dim=-3), samples.labels)
-
-
-@DATASETS.register_dataset("randbit", RandBitOptions)
-def randbit(cfg: DictConfig, o: RandBitOptions) -> DataBundle:
-    base_cfg = OmegaConf.merge(cfg, {"name": o.base})
-    base_cfg.options = o.base_options
-    base = DATASETS.get(o.base).load(base_cfg, dataset_options(base_cfg))
-    splits = (base.train, base.eval_train, base.test)
-    if len(base.input_shape) != 3 or not all(isinstance(s, TensorSamples) for s in splits):
-        raise ConfigError(f"data.options.base: randbit wraps an in-memory image dataset; {o.base} is not one")
-    gen = torch.Generator().manual_seed(cfg.split_seed + 1)
-    # A split shared by two roles (train is eval_train) gets its bits once.
-    with_bits = {id(s): with_random_bits(s, o.bits, gen) for s in splits}
-    channels, *size = base.input_shape
-    return DataBundle(*(with_bits[id(s)] for s in splits), base.num_classes, (channels + o.bits, *size),
-                      RandBitViews(base.view_maker, channels))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig
 
-from trainables.data import DATASETS, DataBundle, DatasetOptions, TensorSamples, require_option
+from trainables.data.containers import DATASETS, DataBundle, DatasetOptions, TensorSamples, require_option
 
 
 @dataclass(frozen=True)

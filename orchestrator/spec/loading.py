@@ -1,0 +1,170 @@
+"""Reading a sweep YAML: OmegaConf loads it, merges command-line overrides, resolves interpolations
+and types it against the schema, section by section so that one bad section does not hide the
+others' problems; then every check runs (checks.py). Nothing here imports Ray."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from orchestrator.messages import Problems, did_you_mean, first_line
+from orchestrator.overrides import OverrideError, dotted, parse_overrides
+from orchestrator.spec.checks import check_spec
+from orchestrator.spec.schema import DEFAULT_STORAGE, PARAM_TYPES, SearchParam, SweepSpec, is_uri
+
+
+@dataclass
+class LoadedSpec:
+    spec: SweepSpec
+    source: str  # the file (and overrides) it came from, for messages
+    yaml_text: str  # the resolved, validated spec as YAML: what the sweep directory keeps
+
+    @property
+    def remote_dir(self) -> Optional[str]:
+        """With a storage URI: where Ray keeps the experiment and checkpoints, and a spec copy."""
+        return f"{self.spec.storage}/{self.spec.name}" if is_uri(self.spec.storage) else None
+
+    @property
+    def sweep_dir(self) -> Path:
+        """The sweep's local directory: its spec copy and Optuna studies, and Ray's experiment unless
+        the storage is a URI (then under ./sweeps-runs of the directory the command runs in)."""
+        local = DEFAULT_STORAGE if is_uri(self.spec.storage) else self.spec.storage or DEFAULT_STORAGE
+        return Path(local).resolve() / self.spec.name
+
+    @property
+    def tune_storage(self) -> str:
+        """Ray Tune's storage_path."""
+        return self.remote_dir or str(self.sweep_dir)
+
+
+def load_spec(path: str | Path, overrides: list[str] = (), cluster_address: str | None = None) -> LoadedSpec:
+    """Read, merge overrides, resolve interpolations, type-check and validate. Raises SpecError."""
+    path = Path(path)
+    problems = Problems(str(path))
+    raw = read_yaml(path, problems)
+    problems.raise_if_any()
+    try:
+        override_raw = parse_overrides(list(overrides), example="search.trials_per_cell=4")
+    except OverrideError as exc:
+        problems.add("", str(exc))
+        problems.raise_if_any()
+    merged = OmegaConf.merge(normalize(raw), normalize(override_raw))
+    try:
+        resolved = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as exc:
+        problems.add(getattr(exc, "full_key", "") or "", f"cannot resolve: {first_line(exc)}")
+        problems.raise_if_any()
+    typed = typed_merge(resolved, problems)
+    if OmegaConf.missing_keys(typed):
+        problems.raise_if_any()
+    # A section that failed to merge keeps its (valid) defaults, so the checks still run and report
+    # the other sections' problems too.
+    spec: SweepSpec = OmegaConf.to_object(typed)
+    check_spec(spec, problems, local_machine=not (cluster_address or os.environ.get("RAY_ADDRESS")))
+    problems.raise_if_any()
+    finalize(spec)
+    return LoadedSpec(spec, str(path), OmegaConf.to_yaml(OmegaConf.structured(spec)))
+
+
+def spec_from_yaml_text(text: str, source: str) -> LoadedSpec:
+    """A sweep directory's saved spec: already validated, so only typed, not re-checked."""
+    spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.create(text)))
+    return LoadedSpec(spec, source, text)
+
+
+def read_yaml(path: Path, problems: Problems) -> dict:
+    if not path.is_file():
+        problems.add("", "no such file")
+        return {}
+    try:
+        # OmegaConf's YAML loader, unlike PyYAML's, reads 1e-3 as a float.
+        loaded = OmegaConf.load(path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problems.add("", f"not valid YAML: {where}{exc.problem}")
+        return {}
+    except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException) as exc:
+        problems.add("", f"not valid YAML: {first_line(exc)}")
+        return {}
+    if not OmegaConf.is_dict(loaded):
+        problems.add("", "the top level must be a mapping of keys (name, trial, grid, search, ...), got a list")
+        return {}
+    return OmegaConf.to_container(loaded, resolve=False)
+
+
+def normalize(raw: dict) -> dict:
+    """Grid axes and search parameters may be written nested (`optim: {lr: ...}`) or dotted
+    (`optim.lr: ...`), and command-line overrides always arrive nested: bring both to dotted keys."""
+    raw = dict(raw)
+    if isinstance(raw.get("grid"), dict):
+        raw["grid"] = dotted(raw["grid"])
+    search = raw.get("search")
+    if isinstance(search, dict) and isinstance(search.get("params"), dict):
+        param_fields = {f.name for f in dataclasses.fields(SearchParam)}
+        raw["search"] = dict(search, params=dotted(
+            search["params"], is_leaf=lambda v: not isinstance(v, dict) or bool(param_fields & set(v))
+        ))
+    return raw
+
+
+def typed_merge(resolved: dict, problems: Problems):
+    """Merge section by section so that one bad section does not hide the errors of the others."""
+    config = OmegaConf.structured(SweepSpec)
+    allowed = [f.name for f in dataclasses.fields(SweepSpec)]
+    for key, value in resolved.items():
+        if key not in allowed:
+            problems.add(str(key), f"unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
+            continue
+        try:
+            config = OmegaConf.merge(config, {key: value})
+        except OmegaConfBaseException as exc:
+            problems.add(*omegaconf_problem(exc))
+    if OmegaConf.is_missing(config, "name"):
+        problems.add("name", "required: a short name for the sweep (letters, digits, '.', '_', '-')")
+    for index, claim in enumerate(config.claims):
+        for required in ("id", "kind"):
+            if OmegaConf.is_missing(claim, required):
+                problems.add(f"claims[{index}].{required}", "required; see docs/claims.md for claim ids and kinds")
+    for key, param in config.search.params.items():
+        if OmegaConf.is_missing(param, "type"):
+            problems.add(f"search.params.{key}.type", f"required; allowed: {', '.join(PARAM_TYPES)}")
+    return config
+
+
+def omegaconf_problem(exc: OmegaConfBaseException) -> tuple[str, str]:
+    key = getattr(exc, "full_key", "") or ""
+    parent = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(parent):
+        names = [f.name for f in dataclasses.fields(parent)]
+        return key, f"unknown key{did_you_mean(exc.key, names)}; allowed here: {', '.join(names)}"
+    message = first_line(exc)
+    if "could not be converted to" in message or "incompatible with type" in message:
+        message = f"wrong type: {message}"
+    return key, message
+
+
+def finalize(spec: SweepSpec) -> None:
+    """Pin everything that depends on where the command runs, so that a resume elsewhere uses the
+    same sweep directory and MLflow store."""
+    if is_uri(spec.storage):
+        spec.storage = spec.storage.rstrip("/")
+    else:
+        spec.storage = str(Path(spec.storage or DEFAULT_STORAGE).resolve())
+    spec.tracking.uri = tracking_uri(spec.tracking.uri)
+    spec.tracking.experiment = spec.tracking.experiment or spec.name
+
+
+def tracking_uri(uri: str | None) -> str:
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        # MLflow resolves a relative sqlite path against each process's working directory.
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri

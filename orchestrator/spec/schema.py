@@ -1,0 +1,97 @@
+"""The sweep YAML's schema: OmegaConf structured configs with their defaults, and the closed sets
+of values its keys take. Loading is in loading.py, the checks in checks.py."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from orchestrator.report.claims import ClaimSpec
+
+SAMPLERS = ("tpe", "random", "grid")
+PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
+SCHEDULERS = ("asha", "none")
+MODES = ("max", "min")
+# Sweep names become directory names, MLflow experiment names and Optuna study names.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+DEFAULT_STORAGE = "sweeps-runs"
+# Storage URIs that Ray Tune reaches through pyarrow's filesystems (file:// is the local one).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
+
+
+def is_uri(storage: Optional[str]) -> bool:
+    return bool(storage) and "://" in storage
+
+
+@dataclass
+class SearchParam:
+    # uniform | loguniform | int (low..high inclusive) | choice
+    type: str = MISSING
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: Optional[list[Any]] = None
+    # Only cells whose method is listed search this parameter; empty: every cell.
+    methods: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SearchSpec:
+    sampler: str = "tpe"
+    trials_per_cell: int = 8
+    # Dotted trial-config keys ("optim.lr") -> distribution.
+    params: dict[str, SearchParam] = field(default_factory=dict)
+
+
+@dataclass
+class SchedulerSpec:
+    # asha: early stopping within a cell during the search phase; none: every trial runs to the end.
+    type: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+
+
+@dataclass
+class ResourcesSpec:
+    # Per trial; fractions are allowed (e.g. gpu: 0.25 lets four small trials share a GPU).
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass
+class TrackingSpec:
+    # MLflow store; None: MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db.
+    uri: Optional[str] = None
+    # None: the sweep's name.
+    experiment: Optional[str] = None
+
+
+@dataclass
+class SweepSpec:
+    name: str = MISSING
+    description: str = ""
+    # What one trial runs: a kind of trainables.contract.TRIAL_KINDS (ssl, or stand_in: a cheap
+    # analytic trial for orchestrator tests and overhead benchmarks).
+    trainable: str = "ssl"
+    # The base trial config; grid and search keys are set on top of it.
+    trial: dict[str, Any] = field(default_factory=dict)
+    # Dotted trial-config keys -> lists; their cartesian product is the set of cells.
+    grid: dict[str, Any] = field(default_factory=dict)
+    search: SearchSpec = field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    # Confirmation runs: each cell's best search config is re-run with every one of these seeds.
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    metric: str = "knn_acc"
+    mode: str = "max"
+    # Seeds the Optuna samplers (reseeded per suggestion from this, the cell and the index).
+    seed: int = 0
+    # Trials running at once; 0: as many as the cluster's resources fit.
+    max_concurrent: int = 0
+    # Folder (local or shared, e.g. NFS) under which the sweep directory <name>/ is made, or a
+    # storage URI such as s3://bucket/sweeps; None: ./sweeps-runs.
+    storage: Optional[str] = None
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    # What the sweep tests: claims as data (orchestrator.report.claims), judged by `dualsweep report`.
+    claims: list[ClaimSpec] = field(default_factory=list)

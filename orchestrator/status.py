@@ -1,0 +1,61 @@
+"""Where a sweep stands, read from its storage alone (no Ray cluster): the plan, and the per-cell
+table that `run`, `resume` and `status` print, with the family gap per comparison group once
+confirmation results exist. The numbers are the report's (orchestrator.report.stats)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+from orchestrator.report.stats import analyze
+from orchestrator.spec import LoadedSpec, expand_cells, planned_trials
+from orchestrator.storage import load_sweep_dir, optuna_url
+from orchestrator.sweep_report import read_trials, sweep_info
+
+
+def describe_plan(loaded: LoadedSpec) -> str:
+    spec = loaded.spec
+    cells = expand_cells(spec)
+    lines = [f"sweep {spec.name}: {len(cells)} cells x ({spec.search.trials_per_cell} search + "
+             f"{len(spec.seeds)} confirmation trials) = {planned_trials(spec, cells)} trials",
+             f"  sweep directory {loaded.sweep_dir}" + (f"; Ray's experiment in {loaded.remote_dir}" if loaded.remote_dir else ""),
+             f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})"]
+    for cell in cells:
+        lines.append(f"  {cell.id}  {cell.label}  [{cell.family}]")
+    return "\n".join(lines)
+
+
+def status_table(sweep_dir: Path) -> str:
+    loaded = load_sweep_dir(sweep_dir)
+    spec = loaded.spec
+    trials = read_trials(loaded)
+    info = sweep_info(loaded, partial=True)
+    analysis = analyze(info, trials)
+    states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.status for t in trials).items())) or "none started"
+    lines = [f"sweep {spec.name}: {len(trials)} of {info.planned_trials} planned trials ({states})",
+             f"{'cell':5} {'search ran/stopped/failed':>26} {'best ' + spec.metric:>14} {'confirm mean':>13} "
+             f"{'sd':>7} {'n':>3}  label"]
+    for result in analysis.results:
+        counts = result.counts
+        ran = sum(counts.values())
+        stopped = counts.get("stopped_early", 0) + counts.get("diverged", 0)
+        search = f"{ran}/{stopped}/{counts.get('failed', 0)}"
+        confirm = result.confirm
+        lines.append(f"{result.cell.id:5} {search:>26} "
+                     f"{fmt(result.best_value):>14} {fmt(confirm.mean if confirm else None):>13} "
+                     f"{fmt(confirm.sd if confirm else None):>7} {confirm.n if confirm else 0:>3}  {result.cell.label}")
+    gaps = [gap for gap in analysis.family_gaps if gap.difference is not None]
+    if gaps:
+        lines.append(f"family gap ({spec.metric}, confirmation means, 95% Welch interval):")
+        for gap in gaps:
+            d = gap.difference
+            interval = f" [{d.lo:+.4f}, {d.hi:+.4f}]" if d.interval else " (one seed: no interval)"
+            lines.append(f"  {gap.group}: {gap.a} ({gap.method_a}) - {gap.b} ({gap.method_b}) = {d.diff:+.4f}{interval}")
+    lines.append(f"Report: dualsweep report {sweep_dir}")
+    lines.append(f"Browse: dualsweep ui {sweep_dir}   (MLflow {spec.tracking.uri}; "
+                 f"Optuna: optuna-dashboard {optuna_url(sweep_dir)})")
+    return "\n".join(lines)
+
+
+def fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,163 @@
+"""A sweep's report, from storage alone (no Ray cluster): the plan from the sweep directory, every
+trial from Ray Tune's experiment (config, per-epoch results, last checkpoint's spectra), each
+trial's MLflow run id and provenance tags and the parent run's state from the sweep's MLflow store;
+then orchestrator.report judges and writes, and the files go to the parent run as artifacts.
+A sweep still running, or killed, gives what has been reported so far, marked partial."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ray import tune
+from ray.tune import ExperimentAnalysis
+
+from orchestrator.report.model import CellInfo, SweepInfo, TrialRecord
+from orchestrator.report.render import ReportFiles, write_report
+from orchestrator.spec import SWEEP_KEY, LoadedSpec, cell_params, expand_cells, planned_trials
+from orchestrator.storage import REPORT_DIR, load_sweep_dir, tune_path
+from orchestrator.tracking import PROVENANCE_TAG, find_runs, log_report_files, sweep_runs
+from trainables.contract import PROVENANCE_KEY, SPECTRA_FILE
+
+log = logging.getLogger(__name__)
+
+
+def sweep_info(loaded: LoadedSpec, partial: bool) -> SweepInfo:
+    spec = loaded.spec
+    cells = expand_cells(spec)
+    return SweepInfo(
+        name=spec.name, metric=spec.metric, mode=spec.mode, grid={k: list(v) for k, v in spec.grid.items()},
+        cells=[CellInfo(c.id, c.label, dict(c.values), c.method, c.family) for c in cells],
+        seeds=list(spec.seeds), trials_per_cell=spec.search.trials_per_cell,
+        planned_trials=planned_trials(spec, cells), partial=partial, description=spec.description,
+        claims=list(spec.claims),
+    )
+
+
+def trial_status(ray_status: str, result: dict, epochs: int) -> str:
+    if ray_status == "ERROR":
+        return "failed"
+    if ray_status == "TERMINATED":
+        if result.get("diverged"):
+            return "diverged"
+        return "finished" if result.get("epoch", 0) >= epochs else "stopped_early"
+    return "pending" if ray_status == "PENDING" else "running"
+
+
+def read_history(trial_dir: Optional[str]) -> list[dict]:
+    """The per-epoch results Tune's JSON logger wrote (one JSON object per line)."""
+    path = Path(trial_dir) / "result.json" if trial_dir else None
+    if path is None or not path.is_file():
+        return []
+    history = []
+    for line in path.read_text().splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of a trial killed while it was written
+        history.append({k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return history
+
+
+def read_spectra(trial) -> Optional[dict]:
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.as_directory() as directory:
+            path = Path(directory) / SPECTRA_FILE
+            return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # a checkpoint Tune already replaced or a storage that cannot be reached now
+
+
+def dotted_value(config: dict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def read_trials(loaded: LoadedSpec) -> list[TrialRecord]:
+    if not tune.Tuner.can_restore(tune_path(loaded)):
+        return []
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    spec = loaded.spec
+    cells = {c.id: c for c in expand_cells(spec)}
+    records = []
+    for trial in ExperimentAnalysis(tune_path(loaded)).trials:
+        where = trial.config.get(SWEEP_KEY, {})
+        cell = cells.get(where.get("cell"))
+        if cell is None:
+            continue
+        result = trial.last_result or {}
+        history = read_history(trial.local_path)
+        provenance = result.get(PROVENANCE_KEY) or {}
+        params = {key: dotted_value(trial.config["trial"], key) for key in cell_params(spec, cell)}
+        records.append(TrialRecord(
+            key=where["key"], cell=cell.id, cell_values=dict(cell.values), method=cell.method, family=cell.family,
+            phase=where["phase"], seed=int(where["seed"]), params=params,
+            status=trial_status(trial.status, result, where["epochs"]),
+            metrics={k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            history=history, spectra=read_spectra(trial),
+            provenance={k: str(v) for k, v in provenance.items()} if isinstance(provenance, dict) else {},
+            epochs_planned=int(where["epochs"]),
+        ))
+    return records
+
+
+def attach_mlflow(loaded: LoadedSpec, records: list[TrialRecord]) -> Optional[str]:
+    """Each record's MLflow run id, and the sweep's parent run status (None when the store cannot be
+    read: the report is then written without run ids)."""
+    try:
+        client, experiment, parent = sweep_runs(loaded)
+        if parent is None:
+            return None
+        by_key = {run.data.tags.get("trial_key"): run for run in find_runs(client, experiment, sweep=loaded.spec.name,
+                                                                             role="trial")}
+    except Exception as exc:  # any failure of the store (down, locked, migrated) costs only the run ids
+        log.warning("MLflow store %s not read (%s); the report has no run ids", loaded.spec.tracking.uri, exc)
+        return None
+    for record in records:
+        run = by_key.get(record.key)
+        if run is None:
+            continue
+        record.run_id = run.info.run_id
+        # The run's tags are the provenance of record (what a user sees and may correct in MLflow);
+        # the trial's own report is the fallback for a run not tagged yet.
+        tagged = {k.removeprefix(PROVENANCE_TAG): v for k, v in run.data.tags.items() if k.startswith(PROVENANCE_TAG)}
+        record.provenance = tagged or record.provenance
+    return parent.info.status
+
+
+def collect(loaded: LoadedSpec) -> tuple[SweepInfo, list[TrialRecord]]:
+    records = read_trials(loaded)
+    parent_status = attach_mlflow(loaded, records)
+    ended = sum(r.ended for r in records)
+    # The parent run is FINISHED only when the Tuner ran to its end; without MLflow, count trials.
+    complete = parent_status == "FINISHED" if parent_status else ended == planned_trials(
+        loaded.spec, expand_cells(loaded.spec))
+    partial = not complete or ended < len(records)
+    return sweep_info(loaded, partial), records
+
+
+@dataclass
+class WrittenReport:
+    info: SweepInfo
+    trials: list[TrialRecord]
+    files: ReportFiles
+    run_id: Optional[str]  # the parent run that holds the files as artifacts
+
+    def summary(self) -> str:
+        state = "partial report (the sweep has not ended)" if self.info.partial else "report"
+        logged = f"; logged to MLflow run {self.run_id}" if self.run_id else ""
+        return f"{state} of {len(self.trials)} trials: {self.files.html}\nverdicts: {self.files.claims_json}{logged}"
+
+
+def write_sweep_report(sweep_dir: Path, out: Optional[Path] = None) -> WrittenReport:
+    loaded = load_sweep_dir(sweep_dir)
+    info, trials = collect(loaded)
+    files = write_report(info, trials, out or sweep_dir / REPORT_DIR)
+    return WrittenReport(info, trials, files, log_report_files(loaded, files.all()))

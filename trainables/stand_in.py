@@ -1,0 +1,80 @@
+"""A cheap analytic stand-in for an SSL trial, Ray-free: orchestrator tests and the sweep overhead
+benchmark run sweeps of it in seconds.
+
+Its score rises with the epoch and peaks at x = 0.3; `offset` shifts a whole cell, so a test can make
+one cell score far higher than another. It checkpoints like a real trial (STATE_FILE), and with
+`epoch_log` set it appends "<trial name> <epoch> <resumed from epoch>" per epoch actually run, so a
+test can count re-executed epochs."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainables.config import omegaconf_message
+from trainables.errors import ConfigError
+from trainables.methods import METHODS
+from trainables.provenance import PROVENANCE_KEY, code_provenance
+
+# The stand-in's checkpoint: the last epoch it ran.
+STATE_FILE = "stand_in_state.json"
+
+
+@dataclass
+class StandInConfig:
+    # A registered SSL method name: only used for the MLflow tags (method, family).
+    method: str = "simclr"
+    epochs: int = 6
+    seed: int = 0
+    x: float = 0.5
+    offset: float = 0.0
+    seconds_per_epoch: float = 0.0
+    # Absolute path of a file that gets "<trial name> <epoch> <resumed from epoch>" per epoch run.
+    epoch_log: Optional[str] = None
+
+
+def validate_stand_in(config: dict) -> dict:
+    """The full stand-in config (defaults filled, epoch_log absolute) or ConfigError."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(StandInConfig), config)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(omegaconf_message(exc)) from None
+    METHODS.get(merged.method, key="method")
+    if merged.epochs <= 0:
+        raise ConfigError(f"epochs: must be a positive integer, got {merged.epochs}")
+    if merged.epoch_log:
+        merged.epoch_log = str(Path(merged.epoch_log).resolve())
+    return OmegaConf.to_container(merged)
+
+
+def score(cfg: dict, epoch: int) -> float:
+    quality = 1.0 - (cfg["x"] - 0.3) ** 2
+    return cfg["offset"] + quality * epoch / cfg["epochs"] + 0.001 * cfg["seed"]
+
+
+def train_stand_in(config: dict, report: Callable[[dict, str], None], resume_from: str | None = None,
+                   trial_name: str = "local") -> dict:
+    """Like trainables.train: `report(metrics, checkpoint_dir)` after every epoch; `resume_from` is
+    a copy of a reported checkpoint directory. `trial_name` only labels the epoch log's lines."""
+    cfg = validate_stand_in(config)
+    start_epoch = 0
+    if resume_from:
+        start_epoch = json.loads((Path(resume_from) / STATE_FILE).read_text())["epoch"]
+    metrics: dict = {}
+    for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
+        time.sleep(cfg["seconds_per_epoch"])
+        if cfg["epoch_log"]:
+            with open(cfg["epoch_log"], "a") as log:
+                log.write(f"{trial_name} {epoch} {start_epoch}\n")
+        value = score(cfg, epoch)
+        metrics = {"epoch": epoch, "knn_acc": value, "loss": -value, PROVENANCE_KEY: code_provenance()}
+        with tempfile.TemporaryDirectory(prefix="dualsweep-stand-in-") as checkpoint_dir:
+            (Path(checkpoint_dir) / STATE_FILE).write_text(json.dumps({"epoch": epoch}))
+            report(metrics, checkpoint_dir)
+    return metrics
