@@ -11,7 +11,6 @@ from pathlib import Path
 from orchestrator.messages import SpecError
 from orchestrator.overrides import OverrideError, parse_overrides
 from orchestrator.spec import expand_cells, load_spec, planned_trials, tracking_uri
-from orchestrator.status import describe_plan, status_table
 from orchestrator.storage import ensure_new_sweep, find_sweep_dir, load_sweep_dir, optuna_url
 from trainables import ConfigError, train
 from trainables.methods import describe_methods
@@ -96,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, f"storage={args.storage}"] if args.storage else args.overrides
     loaded = load_spec(args.sweep, overrides, cluster_address=args.address)
     ensure_new_sweep(loaded)
-    print(describe_plan(loaded), flush=True)
+    print(loaded.describe(), flush=True)
     if args.dry_run:
         return 0
     from orchestrator.runner import run_sweep  # Ray: only once there is a sweep to run
@@ -114,6 +113,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def report_outcome(sweep_dir: Path, outcome) -> int:
     """The status table, then the sweep's report (verdicts, gaps, figures) and where it is."""
+    from orchestrator.status import status_table  # Ray's experiment reader (no cluster)
     from orchestrator.sweep_report import write_sweep_report
 
     print(status_table(sweep_dir))
@@ -126,13 +126,15 @@ def report_outcome(sweep_dir: Path, outcome) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.status import status_table  # Ray's experiment reader (no cluster)
+
     print(status_table(find_sweep_dir(args.sweep)))
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from orchestrator.browse import serve_until_stopped, start
-    from orchestrator.tracking import sweep_runs  # MLflow: only for the commands that read the store
+    from orchestrator.tracking import sweep_runs  # MLflow and Ray's callback base class
 
     if not args.sweep:
         uri = tracking_uri(args.tracking_uri)
@@ -150,7 +152,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator.sweep_report import write_sweep_report  # Ray's experiment reader and MLflow
+    from orchestrator.sweep_report import write_sweep_report  # Ray's experiment reader (no cluster), MLflow
 
     sweep_dir = find_sweep_dir(args.sweep)
     print(write_sweep_report(sweep_dir, Path(args.out).resolve() if args.out else None).summary())

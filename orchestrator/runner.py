@@ -9,8 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import optuna
+import ray
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+
+from orchestrator.progress import ProgressLog
+from orchestrator.scheduler import CellASHA, SchedulerState
+from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import SWEEP_KEY, Cell, LoadedSpec, expand_cells, planned_trials
 from orchestrator.storage import TUNE_DIR, create_sweep_dir, ensure_new_sweep, load_sweep_dir, optuna_url, tune_path
+from orchestrator.tracking import MlflowTracking, end_parent_run, start_parent_run
 from trainables.contract import TRIAL_KINDS
 
 log = logging.getLogger(__name__)
@@ -28,8 +37,6 @@ class Outcome:
 
 
 def connect_ray(address: Optional[str], verbose: int) -> None:
-    import ray
-
     if ray.is_initialized():
         return  # e.g. the test suite's shared cluster
     address = address or os.environ.get("RAY_ADDRESS")
@@ -44,8 +51,6 @@ def connect_ray(address: Optional[str], verbose: int) -> None:
 def trial_slots(loaded: LoadedSpec) -> int:
     """Trials the cluster can run at once. Tune keeps only one trial pending for a custom searcher,
     so short trials would run one at a time: every trial slot gets a pending trial instead."""
-    import ray
-
     available = ray.cluster_resources()
     resources = loaded.spec.resources
     slots = available.get("CPU", 1.0) / resources.cpu
@@ -62,8 +67,6 @@ def tune_environment() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # The automatic TensorBoard logger costs seconds at start; build_tuner adds the JSON one back.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -78,22 +81,12 @@ def entry_point(trainable: str) -> Callable[[dict], None]:
 
 
 def trainable_with_resources(loaded: LoadedSpec):
-    from ray import tune
-
     spec = loaded.spec
     return tune.with_resources(entry_point(spec.trainable), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
 def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], verbose: int):
     """The one Tuner of a sweep: per-cell searcher and scheduler, MLflow and scheduler-state callbacks."""
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
-    from orchestrator.progress import ProgressLog
-    from orchestrator.scheduler import CellASHA, SchedulerState
-    from orchestrator.search import CellSearcher
-    from orchestrator.tracking import MlflowTracking
-
     spec = loaded.spec
     searcher = CellSearcher(spec, cells, optuna_url(loaded.sweep_dir))
     scheduler = CellASHA(spec.metric, spec.mode, spec.scheduler.grace_period, spec.scheduler.reduction_factor,
@@ -136,18 +129,11 @@ def resume_sweep(sweep_dir: Path, address: Optional[str], verbose: int = 0) -> O
     loaded = load_sweep_dir(sweep_dir)
     # A driver killed before Ray's first snapshot left nothing for Tune to restore: start the Tuner
     # afresh; the searcher takes up the Optuna trials already asked and MLflow runs are found by tag.
-    from ray import tune
-
     restore = tune.Tuner.can_restore(tune_path(loaded))
     return execute(loaded, expand_cells(loaded.spec), address, verbose, restore=restore)
 
 
 def execute(loaded: LoadedSpec, cells: list[Cell], address: Optional[str], verbose: int, restore: bool) -> Outcome:
-    from ray import tune
-
-    from orchestrator.search import create_studies
-    from orchestrator.tracking import end_parent_run, start_parent_run
-
     tune_environment()
     create_studies(loaded.spec, cells, optuna_url(loaded.sweep_dir))
     parent = start_parent_run(loaded, len(cells), planned_trials(loaded.spec, cells))

@@ -1,4 +1,4 @@
-"""Where a sweep stands, read from its storage alone (no Ray cluster): the plan, and the per-cell
+"""Where a sweep stands, read from its storage alone (no Ray cluster): the per-cell
 table that `run`, `resume` and `status` print, with the family gap per comparison group once
 confirmation results exist. The numbers are the report's (orchestrator.report.stats)."""
 from __future__ import annotations
@@ -8,21 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.report.stats import analyze
-from orchestrator.spec import LoadedSpec, expand_cells, planned_trials
 from orchestrator.storage import load_sweep_dir, optuna_url
 from orchestrator.sweep_report import read_trials, sweep_info
-
-
-def describe_plan(loaded: LoadedSpec) -> str:
-    spec = loaded.spec
-    cells = expand_cells(spec)
-    lines = [f"sweep {spec.name}: {len(cells)} cells x ({spec.search.trials_per_cell} search + "
-             f"{len(spec.seeds)} confirmation trials) = {planned_trials(spec, cells)} trials",
-             f"  sweep directory {loaded.sweep_dir}" + (f"; Ray's experiment in {loaded.remote_dir}" if loaded.remote_dir else ""),
-             f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})"]
-    for cell in cells:
-        lines.append(f"  {cell.id}  {cell.label}  [{cell.family}]")
-    return "\n".join(lines)
 
 
 def status_table(sweep_dir: Path) -> str:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -111,24 +112,36 @@ def serve_ui(sweep_dir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     return server, urls
 
 
+def wait_until_served(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    """The servers take a while to start on a small machine."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            assert server.poll() is None, "dualsweep ui exited"
+            assert time.monotonic() < deadline, f"{url} did not answer within {seconds:.0f} s"
+            time.sleep(1)
+
+
 def test_mlflow_runs_page_and_optuna_dashboard(browser, reported_sweep):
     server, urls = serve_ui(reported_sweep.sweep_dir)
     try:
         runs_url = urls["MLflow UI"]
         assert re.search(r"/#/experiments/\d+/runs$", runs_url), runs_url
-        deadline = time.monotonic() + 120
-        while True:  # the server takes a while to start on a small machine
-            browser.get(runs_url)
-            if "pages" in browser.find_element("tag name", "body").text or time.monotonic() > deadline:
-                break
-            time.sleep(2)
-        # The runs page lists the sweep's parent run (named after the sweep), not the GenAI pages.
-        wait_for(browser, lambda d: re.search(r"\bpages\b", d.find_element("tag name", "body").text), 60,
-                 "the sweep's parent run")
-        assert "/runs" in browser.current_url
-        assert "Traces" not in browser.find_element("tag name", "body").text.split("\n")[:5]
+        wait_until_served(runs_url.split("/#")[0], server)
+        browser.get(runs_url)
+        # The runs page (not the GenAI pages) lists the sweep's parent run, named after the sweep.
+        body = lambda d: d.find_element("tag name", "body").text  # noqa: E731
+        wait_for(browser, lambda d: re.search(r"\b[1-9]\d* matching runs?\b", body(d)), 90, "the runs table")
+        rows = wait_for(browser, lambda d: [e.text for e in d.find_elements("css selector", "[role=row], tr")
+                                            if re.search(r"\bpages\b", e.text)], 30, "the parent run's row")
+        assert rows, body(browser)[:500]
+        assert "/runs" in browser.current_url and "Training runs" in body(browser)
         screenshot(browser, "mlflow_runs")
 
+        wait_until_served(urls["Optuna dashboard"], server)
         browser.get(urls["Optuna dashboard"])
         wait_for(browser, lambda d: "pages.c00" in d.find_element("tag name", "body").text, 60, "the sweep's studies")
         text = browser.find_element("tag name", "body").text

@@ -15,6 +15,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from orchestrator.messages import Problems, did_you_mean, first_line
 from orchestrator.overrides import OverrideError, dotted, parse_overrides
+from orchestrator.spec.cells import expand_cells, planned_trials
 from orchestrator.spec.checks import check_spec
 from orchestrator.spec.schema import DEFAULT_STORAGE, PARAM_TYPES, SearchParam, SweepSpec, is_uri
 
@@ -41,6 +42,17 @@ class LoadedSpec:
     def tune_storage(self) -> str:
         """Ray Tune's storage_path."""
         return self.remote_dir or str(self.sweep_dir)
+
+    def describe(self) -> str:
+        """The plan: cells, trial counts and where everything goes."""
+        spec = self.spec
+        cells = expand_cells(spec)
+        lines = [f"sweep {spec.name}: {len(cells)} cells x ({spec.search.trials_per_cell} search + "
+                 f"{len(spec.seeds)} confirmation trials) = {planned_trials(spec, cells)} trials",
+                 f"  sweep directory {self.sweep_dir}" + (f"; Ray's experiment in {self.remote_dir}" if self.remote_dir else ""),
+                 f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})"]
+        lines += [f"  {cell.id}  {cell.label}  [{cell.family}]" for cell in cells]
+        return "\n".join(lines)
 
 
 def load_spec(path: str | Path, overrides: list[str] = (), cluster_address: str | None = None) -> LoadedSpec:
