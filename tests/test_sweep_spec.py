@@ -129,3 +129,22 @@ def test_storage_uri_keeps_rays_experiment_in_the_bucket_and_the_studies_local(t
     assert loaded.sweep_dir == tmp_path / "sweeps-runs" / "quickstart"
     local = load_spec(QUICKSTART, [f"storage={tmp_path / 'shared'}"])
     assert local.remote_dir is None and local.tune_storage == str(tmp_path / "shared" / "quickstart")
+
+
+def test_one_definition_two_sizes_through_the_scale_switch(tmp_path):
+    """`sizes` holds named sets of values that the file reads through interpolation; `scale` picks one."""
+    path = tmp_path / "sized.yaml"
+    path.write_text(
+        "name: sized\nscale: cpu\n"
+        "sizes:\n  cpu: {epochs: 4, batch_sizes: [64, 128]}\n  cluster: {epochs: 100, batch_sizes: [256, 512, 1024]}\n"
+        "trial: {data: {name: digits}, epochs: '${sizes.${scale}.epochs}'}\n"
+        "grid: {method: [simclr, vicreg], batch_size: '${sizes.${scale}.batch_sizes}'}\n"
+        "search: {trials_per_cell: 1, params: {optim.lr: {type: loguniform, low: 0.1, high: 1.0}}}\n"
+        "scheduler: {type: none}\n"
+    )
+    cpu, cluster = load_spec(path), load_spec(path, ["scale=cluster"])
+    assert [len(expand_cells(s.spec)) for s in (cpu, cluster)] == [4, 6]
+    assert cpu.spec.trial["epochs"] == 4 and cluster.spec.trial["epochs"] == 100
+    assert "${" not in cluster.yaml_text  # the sweep directory keeps the resolved values
+    with pytest.raises(SpecError, match="scale: unknown size 'gpu'"):
+        load_spec(path, ["scale=gpu"])

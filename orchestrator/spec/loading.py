@@ -13,7 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from orchestrator.messages import Problems, did_you_mean, first_line
+from orchestrator.messages import Problems, did_you_mean, first_line, unknown_value
 from orchestrator.overrides import OverrideError, dotted, parse_overrides
 from orchestrator.spec.cells import expand_cells, planned_trials
 from orchestrator.spec.checks import check_spec
@@ -67,6 +67,8 @@ def load_spec(path: str | Path, overrides: list[str] = (), cluster_address: str 
         problems.add("", str(exc))
         problems.raise_if_any()
     merged = OmegaConf.merge(normalize(raw), normalize(override_raw))
+    check_scale(merged, problems)
+    problems.raise_if_any()
     try:
         resolved = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as exc:
@@ -82,6 +84,20 @@ def load_spec(path: str | Path, overrides: list[str] = (), cluster_address: str 
     problems.raise_if_any()
     finalize(spec)
     return LoadedSpec(spec, str(path), OmegaConf.to_yaml(OmegaConf.structured(spec)))
+
+
+def check_scale(merged, problems: Problems) -> None:
+    """`scale` must name one of `sizes` before anything reads `${sizes.${scale}...}`."""
+    sizes, scale = merged.get("sizes"), merged.get("scale")
+    if not sizes or not OmegaConf.is_dict(sizes):
+        if scale is not None:
+            problems.add("scale", f"{scale!r} names a size, but the sweep has no sizes: section")
+        return
+    names = [str(name) for name in sizes]
+    if scale is None:
+        problems.add("scale", f"required with sizes: one of {', '.join(names)}, e.g. scale={names[0]}")
+    elif str(scale) not in names:
+        problems.add("scale", unknown_value("size", scale, names))
 
 
 def spec_from_yaml_text(text: str, source: str) -> LoadedSpec:

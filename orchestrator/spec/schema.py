@@ -71,6 +71,11 @@ class TrackingSpec:
 class SweepSpec:
     name: str = MISSING
     description: str = ""
+    # One definition, several sizes: `sizes` holds named sets of values (cpu: {epochs: 20, ...},
+    # cluster: {...}) that the rest of the file reads through interpolation, e.g.
+    # `epochs: ${sizes.${scale}.epochs}`; `scale` picks one (`dualsweep run x.yaml scale=cluster`).
+    scale: Optional[str] = None
+    sizes: dict[str, Any] = field(default_factory=dict)
     # What one trial runs: a kind of trainables.contract.TRIAL_KINDS (ssl, or stand_in: a cheap
     # analytic trial for orchestrator tests and overhead benchmarks).
     trainable: str = "ssl"
