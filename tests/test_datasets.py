@@ -1,4 +1,5 @@
 """Datasets from a local root, written by the tests in the real on-disk formats."""
+import os
 import pickle
 
 import numpy as np
@@ -43,6 +44,23 @@ def test_cifar10_reads_pickle_batches(tmp_path):
     first = train_batches[0][0][0]
     assert torch.equal(bundle.train.samples[0, 1], torch.from_numpy(first[1024:2048].reshape(32, 32)))
     assert bundle.test.labels.tolist() == test_labels
+
+
+class RunsCode:
+    """What a hostile pickle does: call a function of its choice while it is read."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_hostile_cifar_batch_runs_no_code(tmp_path, monkeypatch):
+    write_cifar10(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({"data": RunsCode(), "labels": [0]}, f)
+    with pytest.raises(ConfigError, match="refused global (posix|os).system"):
+        load_data(trial_config({"data": {"name": "cifar10", "root": str(tmp_path)}}).data)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_cifar10_trains_one_epoch_of_resnet18(tmp_path):

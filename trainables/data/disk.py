@@ -30,11 +30,30 @@ CIFAR_LAYOUT = {
 }
 
 
+# The only globals a CIFAR batch needs (numpy arrays of either numpy generation, and the byte
+# decoding of the official Python 2 pickles): a hostile file under data.root can name no others.
+CIFAR_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Arrays, lists, dicts, strings and numbers only: nothing in the file runs code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: a CIFAR batch holds only arrays, "
+                                         "lists, dicts, strings and numbers")
+        return super().find_class(module, name)
+
+
 def read_cifar_batches(files: list[Path], label_key: str) -> TensorSamples:
     images, labels = [], []
     for path in files:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = CifarUnpickler(f, encoding="latin1").load()
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry[label_key])
     return TensorSamples(torch.from_numpy(np.concatenate(images)), torch.tensor(labels))
