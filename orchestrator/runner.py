@@ -19,7 +19,7 @@ from orchestrator.scheduler import CellASHA, SchedulerState
 from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import SWEEP_KEY, Cell, LoadedSpec, expand_cells, planned_trials
 from orchestrator.storage import TUNE_DIR, create_sweep_dir, ensure_new_sweep, load_sweep_dir, optuna_url, tune_path
-from orchestrator.tracking import MlflowTracking, end_parent_run, start_parent_run
+from orchestrator.tracking import MlflowTracking, check_store, end_parent_run, start_parent_run
 from trainables.contract import TRIAL_KINDS
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
 
 def run_sweep(loaded: LoadedSpec, address: Optional[str], verbose: int = 0) -> Outcome:
     ensure_new_sweep(loaded)
+    check_store(loaded)
     cells = expand_cells(loaded.spec)
     create_sweep_dir(loaded)
     return execute(loaded, cells, address, verbose, restore=False)
@@ -127,6 +128,7 @@ def run_sweep(loaded: LoadedSpec, address: Optional[str], verbose: int = 0) -> O
 
 def resume_sweep(sweep_dir: Path, address: Optional[str], verbose: int = 0) -> Outcome:
     loaded = load_sweep_dir(sweep_dir)
+    check_store(loaded)
     # A driver killed before Ray's first snapshot left nothing for Tune to restore: start the Tuner
     # afresh; the searcher takes up the Optuna trials already asked and MLflow runs are found by tag.
     restore = tune.Tuner.can_restore(tune_path(loaded))
@@ -137,13 +139,18 @@ def execute(loaded: LoadedSpec, cells: list[Cell], address: Optional[str], verbo
     tune_environment()
     create_studies(loaded.spec, cells, optuna_url(loaded.sweep_dir))
     parent = start_parent_run(loaded, len(cells), planned_trials(loaded.spec, cells))
-    connect_ray(address, verbose)
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(loaded)))
-    if restore:
-        tuner = tune.Tuner.restore(tune_path(loaded), trainable_with_resources(loaded),
-                                   resume_unfinished=True, resume_errored=False)
-    else:
-        tuner = build_tuner(loaded, cells, parent, verbose)
+    try:
+        connect_ray(address, verbose)
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(loaded)))
+        if restore:
+            tuner = tune.Tuner.restore(tune_path(loaded), trainable_with_resources(loaded),
+                                       resume_unfinished=True, resume_errored=False)
+        else:
+            tuner = build_tuner(loaded, cells, parent, verbose)
+    except BaseException:
+        # Ray did not start or the Tuner could not be built: the parent run must not stay RUNNING.
+        end_parent_run(loaded.spec.tracking.uri, parent[1], "FAILED")
+        raise
     try:
         results = tuner.fit()
     except BaseException:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,13 +22,12 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from orchestrator.spec import SWEEP_KEY
+from orchestrator.messages import SpecError
+from orchestrator.spec import SWEEP_KEY, LoadedSpec
 from trainables.contract import PROVENANCE_KEY
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
-
-    from orchestrator.spec import LoadedSpec
 
 log = logging.getLogger(__name__)
 # Ray's bookkeeping in a result, not the trial's metrics (elapsed time is kept).
@@ -49,6 +50,26 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def check_store(loaded: LoadedSpec, timeout_s: float = 5.0) -> None:
+    """Fail fast, before anything of the sweep is written: an MLflow server that does not answer
+    (MlflowClient would retry for minutes), or a sqlite store whose folder cannot be written."""
+    uri = loaded.spec.tracking.uri
+    where = f"{loaded.source}: tracking.uri"
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+                return
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise SpecError([f"{where}: the MLflow server {uri} does not answer ({reason}); start it "
+                             "(`mlflow server ...`) or point tracking.uri at a store that is up"]) from None
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        folder = Path(uri[len(prefix):]).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise SpecError([f"{where}: cannot write the MLflow store {uri}: {folder} is not a writable folder"])
 
 
 def experiment_id(client: MlflowClient, uri: str, name: str) -> str:

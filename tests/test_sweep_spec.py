@@ -148,3 +148,25 @@ def test_one_definition_two_sizes_through_the_scale_switch(tmp_path):
     assert "${" not in cluster.yaml_text  # the sweep directory keeps the resolved values
     with pytest.raises(SpecError, match="scale: unknown size 'gpu'"):
         load_spec(path, ["scale=gpu"])
+
+
+def test_an_mlflow_server_that_is_down_is_one_line_before_anything_is_written(tmp_path, capsys, no_ray):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    path = tmp_path / "down.yaml"
+    path.write_text(
+        f"name: down\nstorage: {tmp_path / 'runs'}\ntracking: {{uri: 'http://127.0.0.1:{port}'}}\n"
+        "trial: {data: {name: digits}, epochs: 2}\ngrid: {method: [simclr]}\n"
+        "search: {trials_per_cell: 1, params: {optim.lr: {type: loguniform, low: 0.1, high: 1.0}}}\n"
+        "scheduler: {type: none}\n"
+    )
+    start = time.monotonic()
+    assert main(["run", str(path)]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"tracking.uri: the MLflow server http://127.0.0.1:{port} does not answer" in err[0]
+    assert not (tmp_path / "runs").exists()
