@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 SNAPSHOT_PERIOD_S = "1"
 
 
+class DeletedCheckpointFilter(logging.Filter):
+    """After a restore, Tune may try to delete a trial's older checkpoint that was already deleted
+    before the kill and logs the FileNotFoundError as an ERROR with a traceback, though nothing is
+    lost (the trial goes on from its newer checkpoint). Such a record becomes one debug line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if "Error handling checkpoint" in record.getMessage() and isinstance(exc, FileNotFoundError):
+            log.debug("an older checkpoint was already gone at restore: %s", exc)
+            return False
+        return True
+
+
 @dataclass
 class Outcome:
     trials: int
@@ -143,6 +156,7 @@ def execute(loaded: LoadedSpec, cells: list[Cell], address: Optional[str], verbo
         connect_ray(address, verbose)
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(loaded)))
         if restore:
+            logging.getLogger("ray.tune.execution.tune_controller").addFilter(DeletedCheckpointFilter())
             tuner = tune.Tuner.restore(tune_path(loaded), trainable_with_resources(loaded),
                                        resume_unfinished=True, resume_errored=False)
         else:

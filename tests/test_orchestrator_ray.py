@@ -322,6 +322,8 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypa
     resumed = subprocess.run([*cli, "resume", f"{uri}/killed" if uri else str(sweep_dir), "--address", ray_cluster,
                               "--verbose", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Conditions the resume handles (e.g. an older checkpoint deleted before the kill) print no traceback.
+    assert "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
 
     rows = read_epoch_log(epoch_log)
     after = [r for r in rows if r[1] != first_job]

@@ -143,3 +143,23 @@ def test_restore_on_a_machine_without_the_studies_rebuilds_them(searcher, tmp_pa
     keys = [restored.suggest(f"t{i}")["sweep"]["key"] for i in range(3, 6)]
     assert keys == ["c00-confirm-seed1", "c00-confirm-seed2", "c01-search-001"]
     assert len(optuna.load_study(study_name="unit.c01", storage=new_url).trials) == 2
+
+
+def test_a_checkpoint_deleted_before_the_kill_is_no_traceback_at_restore():
+    import logging
+    import sys
+
+    from orchestrator.runner import DeletedCheckpointFilter
+
+    def record(message: str, exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, __file__, 1, message,
+                                 ("c00-search-001", "checkpoint_000002"), info)
+
+    keep = DeletedCheckpointFilter()
+    assert not keep.filter(record("Trial %s: Error handling checkpoint %s", FileNotFoundError("Path not found")))
+    assert keep.filter(record("Trial %s: Error handling checkpoint %s", PermissionError("denied")))
+    assert keep.filter(record("Trial %s failed %s", FileNotFoundError("data.root")))
