@@ -18,7 +18,8 @@ from orchestrator.progress import ProgressLog
 from orchestrator.scheduler import CellASHA, SchedulerState
 from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import SWEEP_KEY, Cell, LoadedSpec, expand_cells, planned_trials
-from orchestrator.storage import TUNE_DIR, create_sweep_dir, ensure_new_sweep, load_sweep_dir, optuna_url, tune_path
+from orchestrator.storage import (TUNE_DIR, create_sweep_dir, driver_lock, ensure_new_sweep, load_sweep_dir, optuna_url,
+                                  tune_path)
 from orchestrator.tracking import MlflowTracking, check_store, end_parent_run, start_parent_run
 from trainables.contract import TRIAL_KINDS
 
@@ -136,7 +137,8 @@ def run_sweep(loaded: LoadedSpec, address: Optional[str], verbose: int = 0) -> O
     check_store(loaded)
     cells = expand_cells(loaded.spec)
     create_sweep_dir(loaded)
-    return execute(loaded, cells, address, verbose, restore=False)
+    with driver_lock(loaded.sweep_dir):
+        return execute(loaded, cells, address, verbose, restore=False)
 
 
 def resume_sweep(sweep_dir: Path, address: Optional[str], verbose: int = 0) -> Outcome:
@@ -144,8 +146,9 @@ def resume_sweep(sweep_dir: Path, address: Optional[str], verbose: int = 0) -> O
     check_store(loaded)
     # A driver killed before Ray's first snapshot left nothing for Tune to restore: start the Tuner
     # afresh; the searcher takes up the Optuna trials already asked and MLflow runs are found by tag.
-    restore = tune.Tuner.can_restore(tune_path(loaded))
-    return execute(loaded, expand_cells(loaded.spec), address, verbose, restore=restore)
+    with driver_lock(sweep_dir):
+        restore = tune.Tuner.can_restore(tune_path(loaded))
+        return execute(loaded, expand_cells(loaded.spec), address, verbose, restore=restore)
 
 
 def execute(loaded: LoadedSpec, cells: list[Cell], address: Optional[str], verbose: int, restore: bool) -> Outcome:

@@ -6,8 +6,11 @@ from any machine, rebuilding the Optuna studies from Ray's saved searcher state 
 there."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from orchestrator.spec import DEFAULT_STORAGE, LoadedSpec, SpecError, is_uri, load_spec, spec_from_yaml_text
 
@@ -15,6 +18,8 @@ SPEC_FILE = "sweep.yaml"
 OPTUNA_FILE = "optuna.db"
 TUNE_DIR = "tune"
 REPORT_DIR = "report"
+# Held by the driver that runs the sweep; the kernel releases it when that process ends, killed or not.
+LOCK_FILE = ".driver.lock"
 
 
 def optuna_url(sweep_dir: Path) -> str:
@@ -94,3 +99,21 @@ def create_sweep_dir(loaded: LoadedSpec) -> None:
     (loaded.sweep_dir / SPEC_FILE).write_text(loaded.yaml_text)
     if loaded.remote_dir:
         write_remote_text(f"{loaded.remote_dir}/{SPEC_FILE}", loaded.yaml_text)
+
+
+@contextlib.contextmanager
+def driver_lock(sweep_dir: Path) -> Iterator[None]:
+    """One driver per sweep: a second `run` or `resume` of it refuses while the first one lives."""
+    with open(sweep_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise SpecError([f"{sweep_dir}: the sweep is being run by {holder}; wait for it to end, or stop it "
+                             "(Ctrl-C) before `dualsweep resume`"]) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()}")
+        lock.flush()
+        yield

@@ -163,3 +163,30 @@ def test_a_checkpoint_deleted_before_the_kill_is_no_traceback_at_restore():
     assert not keep.filter(record("Trial %s: Error handling checkpoint %s", FileNotFoundError("Path not found")))
     assert keep.filter(record("Trial %s: Error handling checkpoint %s", PermissionError("denied")))
     assert keep.filter(record("Trial %s failed %s", FileNotFoundError("data.root")))
+
+
+def test_one_driver_per_sweep_and_a_killed_driver_leaves_no_stuck_lock(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from orchestrator.cli import main
+    from orchestrator.storage import create_sweep_dir, driver_lock
+
+    sweep = tmp_path / "locked.yaml"
+    sweep.write_text(
+        f"name: locked\ntrainable: stand_in\nstorage: {tmp_path / 'runs'}\n"
+        f"tracking: {{uri: 'sqlite:///{tmp_path / 'mlflow.db'}'}}\ntrial: {{epochs: 4}}\ngrid: {{offset: [0.0]}}\n"
+        "search: {trials_per_cell: 1, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\nscheduler: {type: none}\n"
+    )
+    loaded = load_spec(sweep)
+    create_sweep_dir(loaded)
+    with driver_lock(loaded.sweep_dir):
+        assert main(["resume", str(loaded.sweep_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the sweep is being run by process" in err[0], err
+    # A driver killed with SIGKILL while it holds the lock: the next one gets it.
+    code = ("import os, signal; from pathlib import Path; from orchestrator.storage import driver_lock\n"
+            f"with driver_lock(Path({str(loaded.sweep_dir)!r})): os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    with driver_lock(loaded.sweep_dir):
+        pass
