@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 class ProgressLog(Callback):
-    def __init__(self, metric: str, planned: int):
+    def __init__(self, metric: str, planned: str):
+        # "40", or "at most 40" with seeds until decided.
         self.metric = metric
         self.planned = planned
         self.ended = 0
@@ -36,10 +37,10 @@ class ProgressLog(Callback):
             how = f" (stopped early by ASHA at epoch {epochs} of {planned_epochs})"
         else:
             how = ""
-        log.info("[%d/%d] %s %s=%.4f%s", self.ended, self.planned, trial.config[SWEEP_KEY]["key"], self.metric,
+        log.info("[%d/%s] %s %s=%.4f%s", self.ended, self.planned, trial.config[SWEEP_KEY]["key"], self.metric,
                  result.get(self.metric, float("nan")), how)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self.ended += 1
-        log.warning("[%d/%d] %s failed; its error is in %s", self.ended, self.planned,
+        log.warning("[%d/%s] %s failed; its error is in %s", self.ended, self.planned,
                     trial.config[SWEEP_KEY]["key"], trial.local_path)

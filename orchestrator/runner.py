@@ -17,7 +17,7 @@ from ray.tune.logger import JsonLoggerCallback
 from orchestrator.progress import ProgressLog
 from orchestrator.scheduler import CellASHA, SchedulerState
 from orchestrator.search import CellSearcher, create_studies
-from orchestrator.spec import SWEEP_KEY, Cell, LoadedSpec, expand_cells, planned_trials
+from orchestrator.spec import SWEEP_KEY, Cell, LoadedSpec, expand_cells, planned_trials, sweep_info
 from orchestrator.storage import (TUNE_DIR, create_sweep_dir, driver_lock, ensure_new_sweep, load_sweep_dir, optuna_url,
                                   tune_path)
 from orchestrator.tracking import MlflowTracking, check_store, end_parent_run, start_parent_run
@@ -102,7 +102,7 @@ def trainable_with_resources(loaded: LoadedSpec):
 def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], verbose: int):
     """The one Tuner of a sweep: per-cell searcher and scheduler, MLflow and scheduler-state callbacks."""
     spec = loaded.spec
-    searcher = CellSearcher(spec, cells, optuna_url(loaded.sweep_dir))
+    searcher = CellSearcher(spec, cells, optuna_url(loaded.sweep_dir), str(loaded.sweep_dir))
     scheduler = CellASHA(spec.metric, spec.mode, spec.scheduler.grace_period, spec.scheduler.reduction_factor,
                          enabled=spec.scheduler.type == "asha")
     experiment, parent_run = parent
@@ -111,7 +111,7 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
     # trial's files.
     tracking = MlflowTracking(spec.tracking.uri, experiment, parent_run, TRIAL_KINDS[spec.trainable].artifacts)
     callbacks = [JsonLoggerCallback(), SchedulerState(scheduler), tracking,
-                 ProgressLog(spec.metric, planned_trials(spec, cells))]
+                 ProgressLog(spec.metric, sweep_info(spec, cells, partial=True).planned_text)]
     return tune.Tuner(
         trainable_with_resources(loaded),
         tune_config=tune.TuneConfig(

@@ -8,6 +8,14 @@ still be searching.
 A trial that ASHA stops early is told to Optuna as PRUNED: ASHA judged it worse than its cell's peers
 at a rung, TPE ranks pruned trials below completed ones, and a partially trained score would not be
 comparable with fully trained ones. Only trials that ran every epoch can become a cell's best config.
+
+Seeds until decided (`confirm.until_decided`): once every cell's search and confirmation trials so far
+have ended (a round), the searcher judges the claims from the final metrics it kept of each trial and
+applies orchestrator.report.rounds: the cells of inconclusive claims get one more seed each (the
+next integer after the largest seed used), or the rounds end and the sweep with them. A round waits
+for every cell, so that each look sees whole rounds. The rounds, and why they ended, are part of the
+searcher's saved state (a resumed sweep continues them) and are written to the sweep directory's
+rounds.json for `dualsweep report`.
 """
 from __future__ import annotations
 
@@ -16,12 +24,18 @@ import math
 import pickle
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import optuna
 from ray.tune.search import Searcher
 
-from orchestrator.spec import CONFIRM, SEARCH, SWEEP_KEY, Cell, SearchParam, SweepSpec, build_trial_config, cell_params
+from orchestrator import progress
+from orchestrator.report import model as report_model
+from orchestrator.report import rounds
+from orchestrator.spec import (CONFIRM, SEARCH, SWEEP_KEY, Cell, SearchParam, SweepSpec, build_trial_config,
+                               cell_params, sweep_info)
+from orchestrator.storage import write_rounds
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +53,12 @@ class TrialRecord:
     # Ran every epoch without error; only such trials are candidates for a cell's best config.
     complete: bool = False
     value: Optional[float] = None
+    # The trial config's seed (a confirmation trial's confirmation seed).
+    seed: Optional[int] = None
+    # Once finished: as the report says it (finished, stopped_early, diverged, failed), and every
+    # number of the trial's last result, which claims on other metrics than the sweep's are judged on.
+    status: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def study_name(spec: SweepSpec, cell: Cell) -> str:
@@ -88,14 +108,22 @@ def record_state(record: TrialRecord) -> optuna.trial.TrialState:
 
 
 class CellSearcher(Searcher):
-    def __init__(self, spec: SweepSpec, cells: list[Cell], optuna_url: str):
+    def __init__(self, spec: SweepSpec, cells: list[Cell], optuna_url: str, sweep_dir: Optional[str] = None):
         super().__init__(metric=spec.metric, mode=spec.mode)
         self.spec = spec
         self.cells = cells
         self.optuna_url = optuna_url
+        # Where rounds.json goes (None: nowhere, e.g. in unit tests).
+        self.sweep_dir = sweep_dir
         self.max_concurrent = 0
-        # Ray trial id -> record; saved with Ray's experiment snapshots (save/restore below).
+        # Ray trial id -> record; saved with Ray's experiment snapshots (save/restore below), as are
+        # the two fields after it.
         self.trials: dict[str, TrialRecord] = {}
+        # Cell id -> the seeds of its confirmation trials: `seeds`, then one per round that grew it.
+        self.confirm_seeds: dict[str, list[int]] = {cell.id: list(spec.seeds) for cell in cells}
+        # Seeds until decided: each look (rounds.Look.to_dict()); the rounds have ended when the last
+        # one grows nothing.
+        self.looks: list[dict] = []
         self._storage: Optional[optuna.storages.RDBStorage] = None
         self._studies: dict[str, optuna.Study] = {}
 
@@ -117,6 +145,8 @@ class CellSearcher(Searcher):
     def suggest(self, trial_id: str) -> Optional[dict]:
         if self.max_concurrent and sum(not r.finished for r in self.trials.values()) >= self.max_concurrent:
             return None
+        if not self.rounds_ended() and self.round_ended():
+            self.look()  # seeds until decided: every trial of the round has ended
         for cell in self.cells:
             config = self.next_confirmation(trial_id, cell)
             if config is not None:
@@ -126,22 +156,26 @@ class CellSearcher(Searcher):
             # The cell with the fewest suggestions so far: cells advance together.
             cell = min(searching, key=lambda c: (self.count(c, SEARCH), c.index))
             return self.next_search(trial_id, cell)
-        if all(self.cell_done(cell) for cell in self.cells):
+        if all(self.cell_done(cell) for cell in self.cells) and self.rounds_ended():
             return Searcher.FINISHED
-        return None  # waiting for search trials to end before their cell can be confirmed
+        return None  # waiting for trials to end: a cell's search before its confirmation, or a round
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         record = self.trials.get(trial_id)
         if record is None:
             log.warning("trial %s ended but the searcher never suggested it; ignored", trial_id)
             return
-        value = (result or {}).get(self.spec.metric)
-        epochs_done = (result or {}).get("epoch", 0)
+        result = result or {}
+        value = result.get(self.spec.metric)
         record.finished = True
         record.value = None if error or value is None or not math.isfinite(value) else float(value)
-        record.complete = record.value is not None and epochs_done >= record.epochs
-        if record.phase != SEARCH:
-            return
+        record.complete = record.value is not None and result.get("epoch", 0) >= record.epochs
+        record.status = report_model.ended_status(error, result, record.epochs)
+        record.metrics = report_model.numeric(result)
+        if record.phase == SEARCH:
+            self.tell(record)
+
+    def tell(self, record: TrialRecord) -> None:
         study = self.study(record.cell)
         study.tell(record.optuna_number, record.value if record.complete else None, state=record_state(record),
                    skip_if_finished=True)
@@ -152,13 +186,17 @@ class CellSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"trials": self.trials, "max_concurrent": self.max_concurrent}, f)
+            pickle.dump({"trials": self.trials, "max_concurrent": self.max_concurrent,
+                         "confirm_seeds": self.confirm_seeds, "looks": self.looks}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.trials = state["trials"]
         self.max_concurrent = state["max_concurrent"]
+        # A state saved before seeds until decided existed has neither: every cell runs `seeds`.
+        self.confirm_seeds = state.get("confirm_seeds", self.confirm_seeds)
+        self.looks = state.get("looks", [])
         self.rebuild_studies()
 
     def rebuild_studies(self) -> None:
@@ -190,21 +228,23 @@ class CellSearcher(Searcher):
         return max(candidates, key=lambda r: sign * r.value)
 
     def cell_done(self, cell: Cell) -> bool:
-        """Every trial this cell will have has been suggested."""
+        """Every trial this cell has so far been planned has been suggested."""
         if not self.search_ended(cell):
             return False
-        return self.best_search_record(cell) is None or self.count(cell, CONFIRM) == len(self.spec.seeds)
+        return self.best_search_record(cell) is None or self.count(cell, CONFIRM) == len(self.confirm_seeds[cell.id])
 
     def next_confirmation(self, trial_id: str, cell: Cell) -> Optional[dict]:
         done = self.count(cell, CONFIRM)
-        if not self.search_ended(cell) or done == len(self.spec.seeds):
+        seeds = self.confirm_seeds[cell.id]
+        if not self.search_ended(cell) or done == len(seeds):
             return None
         best = self.best_search_record(cell)
         if best is None:
             return None
-        seed = self.spec.seeds[done]
+        seed = seeds[done]
         config = build_trial_config(self.spec, cell.values, best.params, seed=seed)
-        record = TrialRecord(cell.id, CONFIRM, f"{cell.id}-confirm-seed{seed}", config["epochs"], dict(best.params))
+        record = TrialRecord(cell.id, CONFIRM, f"{cell.id}-confirm-seed{seed}", config["epochs"], dict(best.params),
+                             seed=seed)
         return self.register(trial_id, cell, record, config, seed)
 
     def next_search(self, trial_id: str, cell: Cell) -> dict:
@@ -212,7 +252,7 @@ class CellSearcher(Searcher):
         key = f"{cell.id}-search-{index:03d}"
         number, params = self.ask(cell, index, key)
         config = build_trial_config(self.spec, cell.values, params, seed=None)
-        record = TrialRecord(cell.id, SEARCH, key, config["epochs"], params, optuna_number=number)
+        record = TrialRecord(cell.id, SEARCH, key, config["epochs"], params, optuna_number=number, seed=config["seed"])
         return self.register(trial_id, cell, record, config, config["seed"])
 
     def register(self, trial_id: str, cell: Cell, record: TrialRecord, config: dict, seed: int) -> dict:
@@ -221,6 +261,47 @@ class CellSearcher(Searcher):
                  "key": record.key, "method": cell.method, "family": cell.family, "seed": seed,
                  "epochs": record.epochs}
         return {"trial": config, SWEEP_KEY: where}
+
+    # --- seeds until decided -------------------------------------------------------------------
+    def rounds_ended(self) -> bool:
+        """No round of seeds is to come: the seeds are fixed, or the last look grew no cell."""
+        return not self.spec.confirm.until_decided or bool(self.looks and not self.looks[-1]["grow"])
+
+    def round_ended(self) -> bool:
+        """Every trial planned so far, search and confirmation, has been suggested and has ended."""
+        return all(self.cell_done(c) for c in self.cells) and all(r.finished for r in self.trials.values())
+
+    def look(self) -> None:
+        """Judge the claims on every trial so far; grow the cells of the inconclusive ones by one seed,
+        or end the rounds. Says which, on the progress log and in rounds.json."""
+        growable = {c.id: len(self.confirm_seeds[c.id]) for c in self.cells if self.best_search_record(c) is not None}
+        seed = 1 + max(s for seeds in self.confirm_seeds.values() for s in seeds)
+        info = sweep_info(self.spec, self.cells, partial=True)
+        decision = rounds.look(info, self.report_trials(), len(self.looks) + 1, growable, self.spec.confirm.max_seeds,
+                               seed)
+        for cell_id in decision.grow:
+            self.confirm_seeds[cell_id].append(seed)
+        self.looks.append(decision.to_dict())
+        progress.log.info("seeds until decided: %s", decision.reason)
+        self.write_rounds()
+
+    @property
+    def stopped(self) -> Optional[str]:
+        """Why the rounds of seeds ended; None while they go on (or with fixed seeds)."""
+        return self.looks[-1]["reason"] if self.spec.confirm.until_decided and self.rounds_ended() else None
+
+    def report_trials(self) -> list[report_model.TrialRecord]:
+        """The trials so far as the report sees them."""
+        cells = {c.id: c for c in self.cells}
+        return [report_model.TrialRecord(
+            key=r.key, cell=r.cell, cell_values=dict(cells[r.cell].values), method=cells[r.cell].method,
+            family=cells[r.cell].family, phase=r.phase, seed=r.seed, params=dict(r.params),
+            status=r.status if r.finished else "running", metrics=dict(r.metrics), epochs_planned=r.epochs,
+        ) for r in self.trials.values()]
+
+    def write_rounds(self) -> None:
+        if self.sweep_dir is not None:
+            write_rounds(Path(self.sweep_dir), {"looks": self.looks, "stopped": self.stopped})
 
     def ask(self, cell: Cell, index: int, key: str) -> tuple[int, dict[str, Any]]:
         """The cell's index-th Optuna trial. Optuna's database runs ahead of Ray's snapshots: after a

@@ -9,19 +9,22 @@ from typing import Optional
 
 from orchestrator.report.stats import analyze
 from orchestrator.storage import load_sweep_dir, optuna_url
-from orchestrator.sweep_report import read_trials, sweep_info
+from orchestrator.report.model import percent
+from orchestrator.sweep_report import plan_of, read_trials
 
 
 def status_table(sweep_dir: Path) -> str:
     loaded = load_sweep_dir(sweep_dir)
     spec = loaded.spec
     trials = read_trials(loaded)
-    info = sweep_info(loaded, partial=True)
+    info = plan_of(loaded, partial=True)
     analysis = analyze(info, trials)
     states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.status for t in trials).items())) or "none started"
-    lines = [f"sweep {spec.name}: {len(trials)} of {info.planned_trials} planned trials ({states})",
-             f"{'cell':5} {'search ran/stopped/failed':>26} {'best ' + spec.metric:>14} {'confirm mean':>13} "
-             f"{'sd':>7} {'n':>3}  label"]
+    lines = [f"sweep {spec.name}: {len(trials)} of {info.planned_text} planned trials ({states})"]
+    if info.stopped:
+        lines.append(f"seeds until decided: {info.stopped}")
+    lines.append(f"{'cell':5} {'search ran/stopped/failed':>26} {'best ' + spec.metric:>14} {'confirm mean':>13} "
+                 f"{'sd':>7} {'n':>3}  label")
     for result in analysis.results:
         counts = result.counts
         ran = sum(counts.values())
@@ -33,7 +36,7 @@ def status_table(sweep_dir: Path) -> str:
                      f"{fmt(confirm.sd if confirm else None):>7} {confirm.n if confirm else 0:>3}  {result.cell.label}")
     gaps = [gap for gap in analysis.family_gaps if gap.difference is not None]
     if gaps:
-        lines.append(f"family gap ({spec.metric}, confirmation means, 95% Welch interval):")
+        lines.append(f"family gap ({spec.metric}, confirmation means, {percent(info.confidence)} Welch interval):")
         for gap in gaps:
             d = gap.difference
             interval = f" [{d.lo:+.4f}, {d.hi:+.4f}]" if d.interval else " (one seed: no interval)"

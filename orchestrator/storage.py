@@ -1,6 +1,7 @@
 """Where a sweep lives. A sweep directory (<storage>/<name>/) holds sweep.yaml (the validated spec,
 so that `resume`, `status` and `report` need nothing else), optuna.db (one study per cell), tune/
-(Ray Tune's experiment) and report/. With a storage URI (s3://bucket/sweeps), tune/ and a copy of
+(Ray Tune's experiment), report/, and with seeds until decided rounds.json (each look at the claims
+and why the rounds ended, written by the searcher). With a storage URI (s3://bucket/sweeps), tune/ and a copy of
 sweep.yaml live at <URI>/<name>/ and the rest in ./sweeps-runs/<name>/; `resume <URI>/<name>` works
 from any machine, rebuilding the Optuna studies from Ray's saved searcher state when they are not
 there."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from pathlib import Path
 from typing import Iterator, Optional
@@ -18,6 +20,7 @@ SPEC_FILE = "sweep.yaml"
 OPTUNA_FILE = "optuna.db"
 TUNE_DIR = "tune"
 REPORT_DIR = "report"
+ROUNDS_FILE = "rounds.json"
 # Held by the driver that runs the sweep; the kernel releases it when that process ends, killed or not.
 LOCK_FILE = ".driver.lock"
 
@@ -117,3 +120,17 @@ def driver_lock(sweep_dir: Path) -> Iterator[None]:
         lock.write(f"process {os.getpid()}")
         lock.flush()
         yield
+
+
+def write_rounds(sweep_dir: Path, document: dict) -> None:
+    """rounds.json, replaced whole: a kill leaves the previous file or the new one."""
+    path = sweep_dir / ROUNDS_FILE
+    staging = path.with_name(f".{ROUNDS_FILE}.{os.getpid()}")
+    staging.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(staging, path)
+
+
+def read_rounds(sweep_dir: Path) -> dict:
+    """rounds.json as the searcher last wrote it; empty before the first look (or with fixed seeds)."""
+    path = sweep_dir / ROUNDS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -14,35 +14,19 @@ from typing import Any, Optional
 from ray import tune
 from ray.tune import ExperimentAnalysis
 
-from orchestrator.report.model import CellInfo, SweepInfo, TrialRecord
+from orchestrator.report.model import SweepInfo, TrialRecord, ended_status, numeric
 from orchestrator.report.render import ReportFiles, write_report
-from orchestrator.spec import SWEEP_KEY, LoadedSpec, cell_params, expand_cells, planned_trials
-from orchestrator.storage import REPORT_DIR, load_sweep_dir, tune_path
+from orchestrator.spec import SWEEP_KEY, LoadedSpec, cell_params, expand_cells, sweep_info
+from orchestrator.storage import REPORT_DIR, load_sweep_dir, read_rounds, tune_path
 from orchestrator.tracking import PROVENANCE_TAG, find_runs, log_report_files, sweep_runs
 from trainables.contract import PROVENANCE_KEY, SPECTRA_FILE
 
 log = logging.getLogger(__name__)
 
 
-def sweep_info(loaded: LoadedSpec, partial: bool) -> SweepInfo:
-    spec = loaded.spec
-    cells = expand_cells(spec)
-    return SweepInfo(
-        name=spec.name, metric=spec.metric, mode=spec.mode, grid={k: list(v) for k, v in spec.grid.items()},
-        cells=[CellInfo(c.id, c.label, dict(c.values), c.method, c.family) for c in cells],
-        seeds=list(spec.seeds), trials_per_cell=spec.search.trials_per_cell,
-        planned_trials=planned_trials(spec, cells), partial=partial, description=spec.description,
-        claims=list(spec.claims),
-    )
-
-
 def trial_status(ray_status: str, result: dict, epochs: int) -> str:
-    if ray_status == "ERROR":
-        return "failed"
-    if ray_status == "TERMINATED":
-        if result.get("diverged"):
-            return "diverged"
-        return "finished" if result.get("epoch", 0) >= epochs else "stopped_early"
+    if ray_status in ("ERROR", "TERMINATED"):
+        return ended_status(ray_status == "ERROR", result, epochs)
     return "pending" if ray_status == "PENDING" else "running"
 
 
@@ -57,7 +41,7 @@ def read_history(trial_dir: Optional[str]) -> list[dict]:
             result = json.loads(line)
         except json.JSONDecodeError:
             continue  # the last line of a trial killed while it was written
-        history.append({k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        history.append(numeric(result))
     return history
 
 
@@ -100,7 +84,7 @@ def read_trials(loaded: LoadedSpec) -> list[TrialRecord]:
             key=where["key"], cell=cell.id, cell_values=dict(cell.values), method=cell.method, family=cell.family,
             phase=where["phase"], seed=int(where["seed"]), params=params,
             status=trial_status(trial.status, result, where["epochs"]),
-            metrics={k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            metrics=numeric(result),
             history=history, spectra=read_spectra(trial),
             provenance={k: str(v) for k, v in provenance.items()} if isinstance(provenance, dict) else {},
             epochs_planned=int(where["epochs"]),
@@ -132,15 +116,24 @@ def attach_mlflow(loaded: LoadedSpec, records: list[TrialRecord]) -> Optional[st
     return parent.info.status
 
 
+def plan_of(loaded: LoadedSpec, partial: bool) -> SweepInfo:
+    """The sweep's plan, with why its seeds until decided ended once they have."""
+    return sweep_info(loaded.spec, expand_cells(loaded.spec), partial, read_rounds(loaded.sweep_dir).get("stopped"))
+
+
 def collect(loaded: LoadedSpec) -> tuple[SweepInfo, list[TrialRecord]]:
     records = read_trials(loaded)
     parent_status = attach_mlflow(loaded, records)
     ended = sum(r.ended for r in records)
-    # The parent run is FINISHED only when the Tuner ran to its end; without MLflow, count trials.
-    complete = parent_status == "FINISHED" if parent_status else ended == planned_trials(
-        loaded.spec, expand_cells(loaded.spec))
-    partial = not complete or ended < len(records)
-    return sweep_info(loaded, partial), records
+    info = plan_of(loaded, partial=True)
+    # The parent run is FINISHED only when the Tuner ran to its end; without MLflow, count trials (with
+    # seeds until decided the plan is the most it may run: the rounds' end says it ran to its end).
+    if parent_status:
+        complete = parent_status == "FINISHED"
+    else:
+        complete = ended == info.planned_trials or info.stopped is not None
+    info.partial = not complete or ended < len(records)
+    return info, records
 
 
 @dataclass

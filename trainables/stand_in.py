@@ -2,13 +2,18 @@
 benchmark run sweeps of it in seconds.
 
 Its score rises with the epoch and peaks at x = 0.3; `offset` shifts a whole cell, so a test can make
-one cell score far higher than another. It checkpoints like a real trial (STATE_FILE), and with
-`epoch_log` set it appends "<trial name> <epoch> <resumed from epoch>" per epoch actually run, so a
-test can count re-executed epochs."""
+one cell score far higher than another. `noise` adds a draw of N(0, noise^2) to every epoch's score,
+the same draw for every trial with the same seed, method and offset (a generator seeded by them), so
+that confirmation seeds of one cell scatter like a real trial's and a rerun repeats them; the search
+trials of a cell share one seed, hence one draw, and rank by x alone. It checkpoints like a real
+trial (STATE_FILE), and with `epoch_log` set it appends "<trial name> <epoch> <resumed from epoch>"
+per epoch actually run, so a test can count re-executed epochs."""
 from __future__ import annotations
 
 import json
+import random
 import tempfile
+import zlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,8 @@ class StandInConfig:
     seed: int = 0
     x: float = 0.5
     offset: float = 0.0
+    # The sd of a normal draw added to the score, fixed by (seed, method, offset); 0: none.
+    noise: float = 0.0
     seconds_per_epoch: float = 0.0
     # Absolute path of a file that gets "<trial name> <epoch> <resumed from epoch>" per epoch run.
     epoch_log: Optional[str] = None
@@ -48,14 +55,24 @@ def validate_stand_in(config: dict) -> dict:
     METHODS.get(merged.method, key="method")
     if merged.epochs <= 0:
         raise ConfigError(f"epochs: must be a positive integer, got {merged.epochs}")
+    if merged.noise < 0:
+        raise ConfigError(f"noise: must be >= 0 (the sd of the score's noise), got {merged.noise}")
     if merged.epoch_log:
         merged.epoch_log = str(Path(merged.epoch_log).resolve())
     return OmegaConf.to_container(merged)
 
 
+def noise_draw(cfg: dict) -> float:
+    """N(0, noise^2), the same for every trial of this seed, method and offset."""
+    if not cfg["noise"]:
+        return 0.0
+    key = zlib.crc32(f"{cfg['seed']}/{cfg['method']}/{cfg['offset']}".encode())
+    return random.Random(key).gauss(0.0, cfg["noise"])
+
+
 def score(cfg: dict, epoch: int) -> float:
     quality = 1.0 - (cfg["x"] - 0.3) ** 2
-    return cfg["offset"] + quality * epoch / cfg["epochs"] + 0.001 * cfg["seed"]
+    return cfg["offset"] + quality * epoch / cfg["epochs"] + 0.001 * cfg["seed"] + noise_draw(cfg)
 
 
 def train_stand_in(config: dict, report: Callable[[dict, str], None], resume_from: str | None = None,

@@ -12,9 +12,10 @@ Terms
 - confirmation values: the metric of a cell's confirmation trials that finished, one per seed.
   Level kinds (collapses, no_collapse, threshold, recovers) use every finished trial of the
   selected cells instead when none of them has a finished confirmation trial.
-- CI: the 95% t interval of a mean; Welch CI: the 95% Welch interval of a difference of means
-  (stats.py). "Significantly" means the CI excludes the value named. Groups are tested one by
-  one at 95% each, with no correction for multiple comparisons.
+- CI: the t interval of a mean; Welch CI: the Welch interval of a difference of means (stats.py),
+  both at the analysis's confidence (95% unless the sweep states another error rate, see rounds.py).
+  "Significantly" means the CI excludes the value named. Groups are tested one by one at that
+  confidence each, with no correction for multiple comparisons.
 - "best" is the sweep's mode for the sweep's metric, and higher for any other metric.
 
 Rules, per group
@@ -324,6 +325,12 @@ class Context:
     def mode(self) -> str:
         return self.info.better(self.metric)
 
+    def mean(self, values: list[float]) -> Optional[Estimate]:
+        return mean_ci(values, self.analysis.confidence)
+
+    def diff(self, a: list[float], b: list[float]) -> Optional[Difference]:
+        return welch_diff(a, b, self.analysis.confidence)
+
 
 def matches(values: dict[str, Any], where: dict[str, Any]) -> bool:
     for key, wanted in where.items():
@@ -439,7 +446,7 @@ def judge_pair(ctx: Context) -> Verdict:
         if ra is None or rb is None:
             outcomes.append(lacking(label, *[m for m in (miss_a, miss_b) if m]))
             continue
-        d = welch_diff(ra.samples(ctx.metric), rb.samples(ctx.metric))
+        d = ctx.diff(ra.samples(ctx.metric), rb.samples(ctx.metric))
         assert d is not None
         numbers = {"a": side_numbers(ra, ctx.metric), "b": side_numbers(rb, ctx.metric), "difference": d.to_dict(),
                    "tolerance": delta}
@@ -507,7 +514,7 @@ def value_rows(ctx: Context, group: AxisGroup, samples: Callable[[CellResult], l
     rows = []
     for i, value in enumerate(group.order):
         r = group.results[i]
-        rows.append({"value": value, "cell": r.cell.id, **est_numbers(mean_ci(samples(r)))})
+        rows.append({"value": value, "cell": r.cell.id, **est_numbers(ctx.mean(samples(r)))})
     return rows
 
 
@@ -544,7 +551,7 @@ def judge_flat(ctx: Context) -> Verdict:
         rows = value_rows(ctx, g, samples)
         hi_i = max(range(len(rows)), key=lambda i: rows[i]["mean"])
         lo_i = min(range(len(rows)), key=lambda i: rows[i]["mean"])
-        d = welch_diff(samples(g.results[hi_i]), samples(g.results[lo_i]))
+        d = ctx.diff(samples(g.results[hi_i]), samples(g.results[lo_i]))
         assert d is not None
         text = (f"max - min = {num(d.diff)}{ci_text(d.interval)} ({ctx.claim.axis}={g.order[hi_i]} vs "
                 f"{g.order[lo_i]}, n={d.n_a} vs {d.n_b})")
@@ -587,7 +594,7 @@ def judge_peak(ctx: Context) -> Verdict:
         best_i = max(range(len(rows)), key=lambda i: sign * rows[i]["mean"])
         places = [position(v, full) for v in g.order]
         neighbours = [i for i, p in enumerate(places) if p is not None and at_full is not None and abs(p - at_full) <= 1]
-        d = welch_diff(samples(g.results[best_i]), samples(g.results[at_i]))
+        d = ctx.diff(samples(g.results[best_i]), samples(g.results[at_i]))
         assert d is not None
         n = min(r["n"] for r in rows)
         numbers = {"values": rows, "best_at": g.order[best_i], "at": claim.at,
@@ -602,7 +609,7 @@ def judge_peak(ctx: Context) -> Verdict:
                         f"{best_text} is next to {claim.at} ({num(rows[at_i]['mean'])}); difference "
                         f"{num(d.diff)}{ci_text(d.interval)}")
         else:
-            diffs = [welch_diff(samples(g.results[best_i]), samples(g.results[i])) for i in neighbours]
+            diffs = [ctx.diff(samples(g.results[best_i]), samples(g.results[i])) for i in neighbours]
             numbers["vs_neighbourhood"] = [{"value": g.order[i], **(x.to_dict() if x else {})} for i, x in zip(neighbours, diffs)]
             text = (f"{best_text} is outside {claim.at} and its neighbours; best - at = {num(d.diff)}"
                     f"{ci_text(d.interval)}")
@@ -628,8 +635,8 @@ def judge_monotone(ctx: Context) -> Verdict:
             continue
         rows = value_rows(ctx, g, samples)
         n = min(r["n"] for r in rows)
-        steps = [welch_diff(samples(g.results[i + 1]), samples(g.results[i])) for i in range(len(rows) - 1)]
-        total = welch_diff(samples(g.results[len(rows) - 1]), samples(g.results[0]))
+        steps = [ctx.diff(samples(g.results[i + 1]), samples(g.results[i])) for i in range(len(rows) - 1)]
+        total = ctx.diff(samples(g.results[len(rows) - 1]), samples(g.results[0]))
         assert total is not None and all(s is not None for s in steps)
         step_rows = [{"from": g.order[i], "to": g.order[i + 1], **s.to_dict()} for i, s in enumerate(steps)]  # type: ignore[union-attr]
         numbers = {"values": rows, "steps": step_rows, "first_to_last": total.to_dict(), "direction": claim.direction}
@@ -684,7 +691,7 @@ def judge_level(ctx: Context) -> Verdict:
         if not values:
             outcomes.append(lacking(label, (f"{source} reporting {ctx.metric}", label)))
             continue
-        e = mean_ci(values)
+        e = ctx.mean(values)
         assert e is not None
         text = f"{ctx.metric} = {num(e.mean)}{ci_text(e.interval)} (n={e.n}, {source})"
         o = Outcome(label, INCONCLUSIVE, e.mean, e.interval, e.n, [r.cell.id],
@@ -724,7 +731,7 @@ def judge_threshold(ctx: Context) -> Verdict:
                 before = float(value) < float(claim.at)
             else:
                 before = (position(value, full) or 0) < (at_pos or 0)
-            e = mean_ci(samples(g.results[i]))
+            e = ctx.mean(samples(g.results[i]))
             assert e is not None
             expected = "above" if before == first_above else "below"
             ok = e.interval is not None and (e.interval[0] > level if expected == "above" else e.interval[1] < level)
@@ -835,7 +842,9 @@ def judge_claim(claim: ClaimSpec, analysis: Analysis) -> Verdict:
     return JUDGES[claim.kind](Context(claim, analysis, metric, selected))
 
 
-def judge_claims(info: SweepInfo, trials: list[TrialRecord], analysis: Optional[Analysis] = None) -> list[Verdict]:
-    """One verdict per claim of the sweep, in the order the sweep declares them."""
-    analysis = analysis or analyze(info, trials)
+def judge_claims(info: SweepInfo, trials: list[TrialRecord], analysis: Optional[Analysis] = None,
+                 confidence: Optional[float] = None) -> list[Verdict]:
+    """One verdict per claim of the sweep, in the order the sweep declares them, at the confidence of
+    `analysis`; without one, of a new analysis at `confidence` (default: the sweep's, info.confidence)."""
+    analysis = analysis or analyze(info, trials, confidence=confidence)
     return [judge_claim(claim, analysis) for claim in info.claims]

@@ -13,8 +13,8 @@ What is drawn depends on the grid's axes:
   from each method's best confirmed cell;
 - learning curves (metric vs epoch) of the confirmation runs, per comparison group;
 - one figure per claim with the numbers behind its verdict.
-Points are confirmation means with their 95% interval; a sweep without confirmation results yet
-shows each cell's best search trial instead, and the caption says so.
+Points are confirmation means with their interval (at the analysis's confidence); a sweep without
+confirmation results yet shows each cell's best search trial instead, and the caption says so.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from orchestrator.report.claims import CANNOT, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Verdict
-from orchestrator.report.model import CONFIRM, METHOD_AXIS, axis_order, finite, group_key, group_label, is_number, same_value
+from orchestrator.report.model import (CONFIRM, METHOD_AXIS, axis_order, finite, group_key, group_label, is_number,
+                                       percent, same_value)
 from orchestrator.report.stats import Analysis, CellResult, Estimate
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,8 @@ def source_of(analysis: Analysis, metric: str) -> Optional[str]:
     return None
 
 
-def source_text(source: str) -> str:
-    return ("points are confirmation means over seeds with 95% t intervals" if source == "confirm" else
+def source_text(source: str, level: str) -> str:
+    return (f"points are confirmation means over seeds with {level} t intervals" if source == "confirm" else
             "no confirmation results yet: points are each cell's best search trial (no interval)")
 
 
@@ -188,6 +189,7 @@ class Writer:
         self.figures: list[Figure] = []
         self.colors = method_colors(analysis)
         self.suffix = " (partial sweep)" if analysis.info.partial else ""
+        self.level = percent(analysis.confidence)  # "95%": the confidence of every interval drawn
 
     def save(self, fig: MplFigure, name: str, title: str, caption: str) -> None:
         fig.suptitle(title + self.suffix, fontsize=11)
@@ -249,7 +251,7 @@ class Writer:
             axes[j // cols][j % cols].set_visible(False)
         fig.tight_layout(rect=(0, 0, 1, 0.95))
         more = f"; showing {len(keys)} of {len(panels)} panels" if len(panels) > len(keys) else ""
-        self.save(fig, name, title, f"{caption}{'; ' if caption else ''}{source_text(source)}{more}.")
+        self.save(fig, name, title, f"{caption}{'; ' if caption else ''}{source_text(source, self.level)}{more}.")
         return True
 
 
@@ -347,7 +349,7 @@ def bars(w: Writer) -> None:
         axes[j // cols][j % cols].set_visible(False)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     w.save(fig, f"{metric}_per_method", f"{metric} per method", f"{metric} of each method per comparison group; "
-                                                               f"{source_text(source)}.")
+                                                               f"{source_text(source, w.level)}.")
 
 
 def gap_heatmaps(w: Writer) -> None:
@@ -410,7 +412,7 @@ def gap_heatmaps(w: Writer) -> None:
         w.save(fig, f"family_gap_{fa}_vs_{fb}", f"family gap {fa} - {fb}",
                f"Welch difference A - B ({fa} - {fb}) over {x_axis} and {y_axis}: the confirmation means of each "
                f"family's best method per comparison group "
-               f"(cell text: the difference and the half width of its 95% interval; grey: not available).")
+               f"(cell text: the difference and the half width of its {w.level} interval; grey: not available).")
 
 
 def flat_numbers(value: Any) -> Optional[list[float]]:
@@ -614,7 +616,7 @@ def claim_figure(w: Writer, v: Verdict) -> None:
                 if positive and min(positive) > 0 and max(positive) / min(positive) >= 10:
                     ax.set_xscale("log")
             else:
-                ax.set_xlabel(f"mean {metric} with 95% interval ({metric_unit(metric, stats_)})")
+                ax.set_xlabel(f"mean {metric} with {w.level} interval ({metric_unit(metric, stats_)})")
         for verdict, color in VERDICT_COLORS.items():
             if any(g["verdict"] == verdict for g in shown):
                 ax.plot([], [], "o", color=color, label=verdict)

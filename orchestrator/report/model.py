@@ -23,6 +23,8 @@ STATUSES = ENDED + ("running", "pending")
 # Families in the order their gaps are written (A - B with A first).
 FAMILY_ORDER = ("sample_contrastive", "dimension_contrastive", "asymmetric")
 METHOD_AXIS = "method"
+# The confidence of every interval unless the sweep states another error rate (1 - alpha).
+CONFIDENCE = 0.95
 
 
 @dataclass
@@ -92,6 +94,18 @@ class SweepInfo:
     description: str = ""
     # orchestrator.report.claims.ClaimSpec entries (not imported here: claims.py imports this module).
     claims: list[Any] = field(default_factory=list)
+    # Of every interval and verdict: 1 - alpha, divided over the looks with seeds until decided.
+    confidence: float = CONFIDENCE
+    # Seeds until decided: at most this many confirmation seeds per cell (planned_trials is then the
+    # most the sweep can run); None: every cell runs exactly `seeds`.
+    max_seeds: Optional[int] = None
+    # Seeds until decided: why the rounds ended, as the run said it; None while they go on.
+    stopped: Optional[str] = None
+
+    @property
+    def planned_text(self) -> str:
+        """"40", or "at most 40" when seeds until decided may stop the sweep earlier."""
+        return str(self.planned_trials) if self.max_seeds is None else f"at most {self.planned_trials}"
 
     def cell(self, cell_id: str) -> Optional[CellInfo]:
         return next((c for c in self.cells if c.id == cell_id), None)
@@ -111,6 +125,26 @@ def finite(value: Any) -> Optional[float]:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def numeric(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a trial's result (its metrics and Ray's counters), nothing nested."""
+    return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def ended_status(failed: bool, result: dict[str, Any], epochs: int) -> str:
+    """How a trial that ended is reported: failed (it raised), diverged (it said so), finished (it ran
+    every epoch) or stopped_early (by the scheduler)."""
+    if failed:
+        return "failed"
+    if result.get("diverged"):
+        return "diverged"
+    return "finished" if result.get("epoch", 0) >= epochs else "stopped_early"
+
+
+def percent(confidence: float) -> str:
+    """0.95 -> "95%", 0.9875 -> "98.75%"."""
+    return f"{100 * confidence:.4g}%"
 
 
 def is_number(value: Any) -> bool:

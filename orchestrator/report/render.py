@@ -32,7 +32,8 @@ from typing import Any, Optional, Union
 
 from orchestrator.report.claims import CANNOT, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Verdict, judge_claims, num
 from orchestrator.report.figures import Figure, make_figures
-from orchestrator.report.model import ENDED, STATUSES, SweepInfo, TrialRecord
+from orchestrator.report.model import ENDED, STATUSES, SweepInfo, TrialRecord, percent
+from orchestrator.report.rounds import looks
 from orchestrator.report.stats import Analysis, analyze
 
 log = logging.getLogger(__name__)
@@ -153,33 +154,51 @@ def ended_count(trials: list[TrialRecord]) -> int:
 
 
 def partial_text(info: SweepInfo, trials: list[TrialRecord]) -> str:
-    return f"partial report: {ended_count(trials)} of {info.planned_trials} trials ended"
+    return f"partial report: {ended_count(trials)} of {info.planned_text} trials ended"
+
+
+def confidence_text(info: SweepInfo) -> str:
+    """"95%", or with seeds until decided "99% (alpha 0.05 over 5 looks)"."""
+    if info.max_seeds is None:
+        return percent(info.confidence)
+    n = looks(len(info.seeds), info.max_seeds)
+    return f"{percent(info.confidence)} (alpha {(1 - info.confidence) * n:.3g} over {n} looks)"
+
+
+def seeds_text(info: SweepInfo) -> str:
+    first = ", ".join(str(s) for s in info.seeds)
+    if info.max_seeds is None:
+        return first
+    return f"{first}, then one more per round for the cells of inconclusive claims, at most {info.max_seeds} per cell"
 
 
 def plan_tables(info: SweepInfo, trials: list[TrialRecord]) -> list[Table]:
+    rounds = [["seeds until decided", info.stopped or "not ended yet"]] if info.max_seeds is not None else []
     plan = Table("plan", "Plan", ["setting", "value"], [
         ["metric", f"{info.metric} ({info.mode})"],
         *[[f"grid: {axis}", ", ".join(str(v) for v in values)] for axis, values in info.grid.items()],
         ["cells", str(len(info.cells))],
         ["search trials per cell", str(info.trials_per_cell)],
-        ["confirmation seeds", ", ".join(str(s) for s in info.seeds)],
-        ["planned trials", str(info.planned_trials)],
+        ["confirmation seeds", seeds_text(info)],
+        *rounds,
+        ["confidence of every interval", confidence_text(info)],
+        ["planned trials", info.planned_text],
     ])
     by_phase: dict[tuple[str, str], int] = {}
     for t in trials:
         by_phase[(t.phase, t.status)] = by_phase.get((t.phase, t.status), 0) + 1
     state = Table("state", "State", ["phase", "status", "trials"],
                   [[phase, status, str(n)] for (phase, status), n in sorted(by_phase.items())]
-                  + [["all", "ended", f"{ended_count(trials)} of {info.planned_trials} planned"]])
+                  + [["all", "ended", f"{ended_count(trials)} of {info.planned_text} planned"]])
     return [plan, state]
 
 
-def verdict_table(verdicts: list[Verdict]) -> Table:
+def verdict_table(verdicts: list[Verdict], confidence: float) -> Table:
     rows: list[list[Cell]] = [[v.id, v.kind, v.statement, (v.verdict, "verdict " + VERDICT_CLASS.get(v.verdict, "")),
                                num(v.statistic) if v.statistic is not None else "", interval_text(v.interval),
                                str(v.n), cells_text(v.cells_used), v.detail] for v in verdicts]
     return Table("verdicts", "Claims and verdicts", ["claim", "kind", "statement", "verdict", "statistic",
-                                                     "95% interval", "n", "cells", "detail"], rows,
+                                                     f"{percent(confidence)} interval", "n", "cells", "detail"], rows,
                  "" if verdicts else "This sweep declares no claims.")
 
 
@@ -197,7 +216,8 @@ def cells_table(analysis: Analysis) -> Table:
                      spread, counts])
     return Table("cells", f"Per cell and method ({analysis.info.metric})",
                  ["cell", "comparison group", "method", "family", "best config", "best search value",
-                  "confirmation mean", "95% interval", "n", "search min / median / max", "search trials"], rows)
+                  "confirmation mean", f"{percent(analysis.confidence)} interval", "n", "search min / median / max",
+                  "search trials"], rows)
 
 
 def gaps_table(analysis: Analysis) -> Table:
@@ -209,8 +229,9 @@ def gaps_table(analysis: Analysis) -> Table:
         rows.append([g.group, g.kind, a, b, num(d.diff) if d else "", interval_text(d.interval) if d else "",
                      num(d.df) if d and d.df is not None else "", f"{d.n_a} vs {d.n_b}" if d else "",
                      f"{g.cell_a} {g.cell_b}"])
-    return Table("gaps", f"Duality gaps ({analysis.info.metric}, A - B, Welch 95% interval)",
-                 ["comparison group", "kind", "A", "B", "A - B", "95% interval", "df", "n", "cells"], rows,
+    level = percent(analysis.confidence)
+    return Table("gaps", f"Duality gaps ({analysis.info.metric}, A - B, Welch {level} interval)",
+                 ["comparison group", "kind", "A", "B", "A - B", f"{level} interval", "df", "n", "cells"], rows,
                  "" if rows else "No gap yet: it needs confirmation results of two families or named methods in one group.")
 
 
@@ -268,7 +289,7 @@ def html_page(info: SweepInfo, trials: list[TrialRecord], tables: dict[str, Tabl
     if info.description:
         parts.append(f"<p>{esc(info.description)}</p>")
     parts.append(f'<p class="note">Generated {esc(generated)}. Metric {esc(info.metric)} ({esc(info.mode)}); '
-                 f"intervals are 95%.</p>")
+                 f"intervals are {esc(confidence_text(info))}.</p>")
     if info.partial:
         parts.append(f'<div class="banner partial" id="partial">{esc(partial_text(info, trials))}: the sweep is '
                      f"still running or was stopped; every number below is provisional.</div>")
@@ -320,7 +341,7 @@ def markdown_page(info: SweepInfo, trials: list[TrialRecord], tables: dict[str, 
     lines = [f"# dualsweep report: {md_escape(info.name)}", ""]
     if info.description:
         lines += [md_escape(info.description), ""]
-    lines += [f"Generated {generated}. Metric {info.metric} ({info.mode}); intervals are 95%.", ""]
+    lines += [f"Generated {generated}. Metric {info.metric} ({info.mode}); intervals are {confidence_text(info)}.", ""]
     if info.partial:
         lines += [f"> **{partial_text(info, trials)}**: the sweep is still running or was stopped; every number "
                   f"below is provisional.", ""]
@@ -397,6 +418,9 @@ def claims_document(info: SweepInfo, trials: list[TrialRecord], analysis: Analys
     return jsonable({
         "sweep": info.name, "metric": info.metric, "mode": info.mode, "generated": generated,
         "partial": info.partial, "trials_ended": ended_count(trials), "trials_planned": info.planned_trials,
+        "confidence": analysis.confidence,
+        "seeds_until_decided": None if info.max_seeds is None else {
+            "max_seeds": info.max_seeds, "looks": looks(len(info.seeds), info.max_seeds), "stopped": info.stopped},
         "trials_by_status": state_counts(trials),
         "verdicts": [v.to_dict() for v in verdicts],
         "cells": [r.to_dict() for r in analysis.results],
@@ -425,7 +449,8 @@ def write_report(info: SweepInfo, trials: list[TrialRecord], out_dir: Path, *,
     try:
         figures = make_figures(analysis, verdicts, tmp, strict=strict_figures)
         pngs = [(f, f.path.read_bytes()) for f in figures]
-        tables = {t.id: t for t in plan_tables(info, trials) + [verdict_table(verdicts), cells_table(analysis),
+        tables = {t.id: t for t in plan_tables(info, trials) + [verdict_table(verdicts, analysis.confidence),
+                                                                 cells_table(analysis),
                                                                  gaps_table(analysis), provenance_table(trials)]}
         (tmp / "report.html").write_text(html_page(info, trials, tables, pngs, warnings, notes, generated), encoding="utf-8")
         (tmp / "report.md").write_text(markdown_page(info, trials, tables, figures, warnings, notes, generated), encoding="utf-8")

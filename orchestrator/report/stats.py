@@ -1,10 +1,12 @@
 """The statistics of a report: means over seeds, Welch differences, best-of-cell selection and the
 duality gap.
 
-- `mean_ci(values)`: the mean with a 95% Student t interval, mean +- t(0.975, n-1) * sd / sqrt(n),
+- Confidence c: 0.95 unless the sweep states another (SweepInfo.confidence: 1 - alpha, divided over
+  the looks of seeds until decided); `analyze` and every interval of an analysis use one c.
+- `mean_ci(values, c)`: the mean with a Student t interval, mean +- t((1+c)/2, n-1) * sd / sqrt(n),
   sd with n-1 in the denominator; n < 2 has no interval.
-- `welch_diff(a, b)`: mean(a) - mean(b) with a 95% Welch interval: se = sqrt(va/na + vb/nb),
-  df = se^4 / ((va/na)^2/(na-1) + (vb/nb)^2/(nb-1)) (Welch-Satterthwaite), diff +- t(0.975, df) * se.
+- `welch_diff(a, b, c)`: mean(a) - mean(b) with a Welch interval: se = sqrt(va/na + vb/nb),
+  df = se^4 / ((va/na)^2/(na-1) + (vb/nb)^2/(nb-1)) (Welch-Satterthwaite), diff +- t((1+c)/2, df) * se.
   None of it when either side has n < 2. Two samples without spread give a zero-width interval.
 - Best of a cell (per cell and method): among the cell's SEARCH trials that ran every epoch
   (status "finished"; stopped_early, diverged, failed, running and pending trials are excluded),
@@ -23,6 +25,7 @@ Non-finite values (a NaN of a diverged epoch) never enter a mean.
 """
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from itertools import combinations
 from typing import Any, Iterable, Optional
 
 from orchestrator.report.model import (
+    CONFIDENCE,
     CONFIRM,
     SEARCH,
     CellInfo,
@@ -41,12 +45,10 @@ from orchestrator.report.model import (
     group_label,
 )
 
-CONFIDENCE = 0.95
-
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over n values with its 95% t interval (lo, hi); no interval (None) when n < 2."""
+    """A mean over n values with its t interval (lo, hi); no interval (None) when n < 2."""
 
     mean: float
     n: int
@@ -64,7 +66,7 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Difference:
-    """mean(A) - mean(B) with its 95% Welch interval; lo/hi/df/se are None when either n < 2."""
+    """mean(A) - mean(B) with its Welch interval; lo/hi/df/se are None when either n < 2."""
 
     diff: float
     n_a: int
@@ -93,7 +95,10 @@ def clean(values: Iterable[Any]) -> list[float]:
     return [v for v in (finite(x) for x in values) if v is not None]
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(confidence: float, df: float) -> float:
+    # Cached: a report asks for the same (confidence, n - 1) once per mean, and a sweep with seeds until
+    # decided judges its claims after every round.
     from scipy import stats as scipy_stats  # imported here: the spec schema imports ClaimSpec cheaply
 
     return float(scipy_stats.t.ppf(0.5 + confidence / 2, df))
@@ -167,6 +172,7 @@ class CellResult:
     confirmed_params: Optional[dict[str, Any]] = None  # what the confirmation trials ran
     spread: Optional[tuple[float, float, float]] = None  # min, median, max of finished search trials
     counts: dict[str, int] = field(default_factory=dict)  # search trials by status
+    confidence: float = CONFIDENCE  # of `confirm` and estimate()
 
     @property
     def group_label(self) -> str:
@@ -181,7 +187,7 @@ class CellResult:
         return clean(t.metrics.get(metric) for t in self.confirm_trials)
 
     def estimate(self, metric: str) -> Optional[Estimate]:
-        return mean_ci(self.samples(metric))
+        return mean_ci(self.samples(metric), self.confidence)
 
     def to_dict(self) -> dict[str, Any]:
         return {"cell": self.cell.id, "label": self.cell.label, "group": self.group_label,
@@ -193,12 +199,13 @@ class CellResult:
                 "search_spread": list(self.spread) if self.spread else None, "search_counts": self.counts}
 
 
-def cell_result(cell: CellInfo, method: str, family: str, trials: list[TrialRecord], metric: str, mode: str) -> CellResult:
-    result = CellResult(cell, method, family, group_key(cell.values), metric, trials)
+def cell_result(cell: CellInfo, method: str, family: str, trials: list[TrialRecord], metric: str, mode: str,
+                confidence: float = CONFIDENCE) -> CellResult:
+    result = CellResult(cell, method, family, group_key(cell.values), metric, trials, confidence=confidence)
     best = best_search_trial(trials, metric, mode)
     if best is not None:
         result.best_trial, result.best_params, result.best_value = best.key, dict(best.params), best.value(metric)
-    result.confirm = mean_ci(t.metrics.get(metric) for t in result.confirm_trials)
+    result.confirm = result.estimate(metric)
     confirmed = [t for t in trials if t.phase == CONFIRM]
     if confirmed:
         result.confirmed_params = dict(confirmed[0].params)
@@ -241,6 +248,7 @@ class Analysis:
     family_best: dict[tuple, dict[str, CellResult]]  # group -> family -> best confirmed method
     family_gaps: list[Gap]
     pair_gaps: list[Gap]
+    confidence: float = CONFIDENCE  # of every interval in it, and of the verdicts judged on it
 
     @property
     def gaps(self) -> list[Gap]:
@@ -290,10 +298,13 @@ def default_pairs(info: SweepInfo, methods: list[str]) -> list[tuple[str, str]]:
     return unique
 
 
-def analyze(info: SweepInfo, trials: list[TrialRecord], pairs: Optional[list[tuple[str, str]]] = None) -> Analysis:
+def analyze(info: SweepInfo, trials: list[TrialRecord], pairs: Optional[list[tuple[str, str]]] = None,
+            confidence: Optional[float] = None) -> Analysis:
     """Best-of-cell results, comparison groups, family and pair gaps. `pairs`: the method pairs to
-    tabulate (default: default_pairs)."""
+    tabulate (default: default_pairs); `confidence`: of every interval (default: the sweep's,
+    info.confidence)."""
     metric, mode = info.metric, info.mode
+    confidence = info.confidence if confidence is None else confidence
     results: list[CellResult] = []
     for cell in cells_of(info, trials):
         mine = [t for t in trials if t.cell == cell.id]
@@ -301,7 +312,8 @@ def analyze(info: SweepInfo, trials: list[TrialRecord], pairs: Optional[list[tup
         for t in mine:
             methods.setdefault(t.method, t.family)
         for method, family in methods.items():
-            results.append(cell_result(cell, method, family, [t for t in mine if t.method == method], metric, mode))
+            results.append(cell_result(cell, method, family, [t for t in mine if t.method == method], metric, mode,
+                                       confidence))
     groups: dict[tuple, list[CellResult]] = {}
     for r in results:
         groups.setdefault(r.group, []).append(r)
@@ -311,7 +323,7 @@ def analyze(info: SweepInfo, trials: list[TrialRecord], pairs: Optional[list[tup
         for fa, fb in combinations(list(best), 2):
             ra, rb = best[fa], best[fb]
             family_gaps.append(Gap(group_label(key), "family", fa, fb, ra.method, rb.method, ra.cell.id, rb.cell.id,
-                                   welch_diff(ra.samples(metric), rb.samples(metric))))
+                                   welch_diff(ra.samples(metric), rb.samples(metric), confidence)))
     methods_all = list(dict.fromkeys(r.method for r in results))
     if pairs is None:
         pairs = default_pairs(info, methods_all)
@@ -323,5 +335,5 @@ def analyze(info: SweepInfo, trials: list[TrialRecord], pairs: Optional[list[tup
             if ra is None or rb is None:
                 continue
             pair_gaps.append(Gap(group_label(key), "pair", a, b, a, b, ra.cell.id, rb.cell.id,
-                                 welch_diff(ra.samples(metric), rb.samples(metric))))
-    return Analysis(info, trials, results, groups, family_best, family_gaps, pair_gaps)
+                                 welch_diff(ra.samples(metric), rb.samples(metric), confidence)))
+    return Analysis(info, trials, results, groups, family_best, family_gaps, pair_gaps, confidence)

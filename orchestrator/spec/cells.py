@@ -92,8 +92,3 @@ def source_key(key: str, grid_values: dict, params: dict) -> str:
     if from_(grid_values):
         return f"grid.{key}"
     return f"trial.{key}"
-
-
-def planned_trials(spec: SweepSpec, cells: list[Cell]) -> int:
-    """Search and confirmation trials of every cell: the most the sweep can run."""
-    return len(cells) * (spec.search.trials_per_cell + len(spec.seeds))

@@ -43,6 +43,7 @@ def check_spec(spec: SweepSpec, problems: Problems, local_machine: bool) -> None
     check_scheduler(spec, problems)
     if len(set(spec.seeds)) != len(spec.seeds):
         problems.add("seeds", f"repeated seed in {spec.seeds}; each confirmation seed once")
+    check_confirm(spec, problems)
     check_resources(spec, problems, local_machine)
     if spec.max_concurrent < 0:
         problems.add("max_concurrent", f"must be >= 0 (0: as many trials as fit), got {spec.max_concurrent}")
@@ -143,6 +144,28 @@ def check_scheduler(spec: SweepSpec, problems: Problems) -> None:
         problems.add("scheduler.grace_period", f"must be >= 1 epoch, got {s.grace_period}")
     if s.reduction_factor <= 1:
         problems.add("scheduler.reduction_factor", f"must be > 1, got {s.reduction_factor}")
+
+
+def check_confirm(spec: SweepSpec, problems: Problems) -> None:
+    confirm = spec.confirm
+    if not 0 < confirm.alpha < 0.5:
+        problems.add("confirm.alpha", f"the error rate of a verdict must be between 0 and 0.5 (exclusive), "
+                                      f"e.g. 0.05; got {confirm.alpha}")
+    if confirm.max_seeds is not None and confirm.max_seeds < len(spec.seeds):
+        problems.add("confirm.max_seeds", f"{confirm.max_seeds} is fewer than the {len(spec.seeds)} seeds of the "
+                                          f"first round (seeds: {spec.seeds}); max_seeds counts them too")
+    if not confirm.until_decided:
+        return
+    if not spec.seeds:
+        problems.add("seeds", "until_decided adds seeds to a first round of confirmation seeds; give at least "
+                              "one, e.g. seeds: [1, 2]")
+    if confirm.max_seeds is None:
+        problems.add("confirm.max_seeds", f"required with until_decided: the most confirmation seeds per cell, "
+                                          f"e.g. {len(spec.seeds) + 4}")
+    if not spec.claims:
+        problems.add("confirm.until_decided", "until_decided needs claims: it adds seeds until the sweep's claims "
+                                              "are decided, and this sweep declares none (claims: ..., see "
+                                              "docs/claims.md)")
 
 
 def check_resources(spec: SweepSpec, problems: Problems, local_machine: bool) -> None:

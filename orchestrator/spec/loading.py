@@ -15,8 +15,10 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from orchestrator.messages import Problems, did_you_mean, first_line, unknown_value
 from orchestrator.overrides import OverrideError, dotted, parse_overrides
-from orchestrator.spec.cells import expand_cells, planned_trials
+from orchestrator.report.model import percent
+from orchestrator.spec.cells import expand_cells
 from orchestrator.spec.checks import check_spec
+from orchestrator.spec.plan import max_seeds, planned_trials, sweep_confidence, sweep_looks
 from orchestrator.spec.schema import DEFAULT_STORAGE, PARAM_TYPES, SearchParam, SweepSpec, is_uri
 
 
@@ -44,13 +46,23 @@ class LoadedSpec:
         return self.remote_dir or str(self.sweep_dir)
 
     def describe(self) -> str:
-        """The plan: cells, trial counts and where everything goes."""
+        """The plan: cells, trial counts (the worst case with seeds until decided) and where everything goes."""
         spec = self.spec
         cells = expand_cells(spec)
-        lines = [f"sweep {spec.name}: {len(cells)} cells x ({spec.search.trials_per_cell} search + "
-                 f"{len(spec.seeds)} confirmation trials) = {planned_trials(spec, cells)} trials",
-                 f"  sweep directory {self.sweep_dir}" + (f"; Ray's experiment in {self.remote_dir}" if self.remote_dir else ""),
-                 f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})"]
+        most = max_seeds(spec)
+        if most is None:
+            counts = f"{len(spec.seeds)} confirmation trials) = {planned_trials(spec, cells)} trials"
+        else:
+            counts = f"{len(spec.seeds)} to {most} confirmation trials) = at most {planned_trials(spec, cells)} trials"
+        lines = [f"sweep {spec.name}: {len(cells)} cells x ({spec.search.trials_per_cell} search + {counts}"]
+        if most is not None:
+            lines.append(f"  seeds until decided: after the first {len(spec.seeds)} seeds, one more per round for the "
+                         f"cells of inconclusive claims, at most {most} per cell; each look judges at "
+                         f"{percent(sweep_confidence(spec))} (alpha {spec.confirm.alpha:g} over {sweep_looks(spec)} "
+                         "looks)")
+        lines.append(f"  sweep directory {self.sweep_dir}"
+                     + (f"; Ray's experiment in {self.remote_dir}" if self.remote_dir else ""))
+        lines.append(f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})")
         lines += [f"  {cell.id}  {cell.label}  [{cell.family}]" for cell in cells]
         return "\n".join(lines)
 

@@ -60,6 +60,18 @@ class ResourcesSpec:
 
 
 @dataclass
+class ConfirmSpec:
+    # Seeds until decided: after the first confirmation round (`seeds`), the cells of every claim still
+    # inconclusive get one more seed per round until each claim is decided or max_seeds is reached
+    # (orchestrator.report.rounds). False: every cell runs exactly `seeds`.
+    until_decided: bool = False
+    # With until_decided: the most confirmation seeds per cell, the first round's included (required).
+    max_seeds: Optional[int] = None
+    # The stated error rate of each verdict; with until_decided it is divided over the possible looks.
+    alpha: float = 0.05
+
+
+@dataclass
 class TrackingSpec:
     # MLflow store; None: MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db.
     uri: Optional[str] = None
@@ -85,8 +97,10 @@ class SweepSpec:
     grid: dict[str, Any] = field(default_factory=dict)
     search: SearchSpec = field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    # Confirmation runs: each cell's best search config is re-run with every one of these seeds.
+    # Confirmation runs: each cell's best search config is re-run with every one of these seeds (with
+    # confirm.until_decided: the first round).
     seeds: list[int] = field(default_factory=lambda: [0, 1])
+    confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     metric: str = "knn_acc"
     mode: str = "max"
