@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from orchestrator.messages import SpecError
+from orchestrator.report.model import finite
 from orchestrator.spec import SWEEP_KEY, LoadedSpec
 from trainables.contract import PROVENANCE_KEY
 
@@ -199,9 +199,9 @@ class MlflowTracking(Callback):
         if epoch <= self.logged_epoch.get(trial.trial_id, 0.0):
             return
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, int(epoch)) for key, value in result.items()
-                   if key not in NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
-                   and math.isfinite(value)]
+        metrics = [Metric(key, value, now, int(epoch)) for key, value in
+                   ((key, finite(value)) for key, value in result.items() if key not in NOT_METRICS)
+                   if value is not None]
         self.client.log_batch(self.run_of(trial), metrics=metrics)
         self.logged_epoch[trial.trial_id] = epoch
 

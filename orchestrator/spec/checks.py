@@ -10,6 +10,7 @@ from typing import Any
 
 from orchestrator.messages import Problems, did_you_mean, unknown_value
 from orchestrator.report.claims import claim_problems
+from orchestrator.report.model import is_number
 from orchestrator.spec.cells import build_trial_config, cell_params, expand_cells, with_source
 from orchestrator.spec.schema import (MODES, PARAM_TYPES, SAFE_NAME, SAMPLERS, SCHEDULERS, STORAGE_SCHEMES,
                                       SearchParam, SweepSpec, is_uri)
@@ -130,10 +131,6 @@ def param_problems(p: SearchParam) -> list[tuple[str, str]]:
     if p.type == "int" and (p.low != int(p.low) or p.high != int(p.high)):
         return [("", f"an int parameter needs whole-number low and high, got {p.low}, {p.high}")]
     return []
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_scheduler(spec: SweepSpec, problems: Problems) -> None:
