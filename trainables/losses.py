@@ -9,6 +9,12 @@ same quantity has the same name in every loss:
 - VICReg family: invariance + variance + covariance
 - Barlow Twins: on_diagonal + off_diagonal
 - asymmetric (BYOL, SimSiam, DirectPred): prediction
+
+Data-parallel (trainables.distributed): each rank passes its share of the global batch, and every
+batch statistic (negatives, means, variances, covariances, correlations, the sliced-Wasserstein
+matching) is taken over the global batch, with gradients to every rank. Each loss is defined so
+that the mean of the ranks' losses is the loss of the global batch; its docstring says what is
+global and what is local. One process: the global batch is the batch.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from trainables import distributed
 
 # How a negative pair's similarity enters InfoNCE (Garrido et al.'s SimCLR, SimCLR-abs, SimCLR-sq).
 NEGATIVE_TRANSFORMS = {"plain": lambda s: s, "abs": torch.abs, "sq": torch.square}
@@ -57,6 +65,25 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
+def against_global_batch(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of which `local` is this rank's share (gathered, with gradients), and the
+    index in it of each of `local`'s rows."""
+    everyone = distributed.gather_with_grad(local)
+    return everyone, distributed.rank() * len(local) + torch.arange(len(local), device=local.device)
+
+
+def marked(like: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """A boolean mask of `like`'s shape, True at (i, columns[i]) in each row i."""
+    mask = torch.zeros_like(like, dtype=torch.bool)
+    mask[torch.arange(len(columns), device=like.device), columns] = True
+    return mask
+
+
+def mean_logsumexp_excluding(logits: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+    """mean_i log sum_{j not excluded in row i} exp(logits_ij)."""
+    return torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1).mean()
+
+
 # --- sample-contrastive -----------------------------------------------------------------------
 def info_nce_loss(
     e1: torch.Tensor,
@@ -78,6 +105,9 @@ def info_nce_loss(
     decoupled: drop the positive from the denominator (DCL; Yeh et al. 2022, "Decoupled
     Contrastive Learning"). Default temperature 0.1: Garrido et al.'s SimCLR setting.
 
+    Data-parallel: the anchors i and their positives are this rank's, the negatives k all 2N
+    embeddings of the global batch (gathered); the mean is over this rank's anchors.
+
     Example:
         >>> e1, e2 = F.normalize(model(x1), dim=1), F.normalize(model(x2), dim=1)
         >>> loss = info_nce_loss(e1, e2, temperature=0.1, negatives="abs", decoupled=True)
@@ -87,22 +117,19 @@ def info_nce_loss(
     check_positive("temperature", temperature)
     if negatives not in NEGATIVE_SIMILARITIES:
         raise ValueError(f"negatives must be one of {NEGATIVE_SIMILARITIES}, got {negatives!r}")
-    n = e1.shape[0]
-    e = torch.cat([e1, e2])
-    sims = e @ e.T
-    sims_neg = NEGATIVE_TRANSFORMS[negatives](sims)
-    rows = torch.arange(2 * n, device=e.device)
-    partner = torch.cat([rows[n:], rows[:n]])
-    positive = sims[rows, partner]
-    is_positive = torch.zeros_like(sims, dtype=torch.bool)
-    is_positive[rows, partner] = True
+    anchors = torch.cat([e1, e2])
+    candidates, own = against_global_batch(anchors)
+    # Anchor i's positive is the other view of its sample, n rows away among this rank's rows.
+    partner = own.roll(e1.shape[0])
+    sims = anchors @ candidates.T
+    is_positive = marked(sims, partner)
+    positive = sims[is_positive]
     # The positive enters SimCLR's denominator untransformed: it is not a negative pair.
-    logits = torch.where(is_positive, sims, sims_neg) / temperature
-    excluded = torch.eye(2 * n, dtype=torch.bool, device=e.device)
+    logits = torch.where(is_positive, sims, NEGATIVE_TRANSFORMS[negatives](sims)) / temperature
+    excluded = marked(sims, own)
     if decoupled:
         excluded = excluded | is_positive
-    denominator = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
-    return sum_of(alignment=-(positive / temperature).mean(), repulsion=denominator.mean())
+    return sum_of(alignment=-(positive / temperature).mean(), repulsion=mean_logsumexp_excluding(logits, excluded))
 
 
 def nt_xent_loss(
@@ -119,6 +146,7 @@ def nt_xent_loss(
         L = mean_i [ -cos(z_i, z_i+)/tau + log sum_{k != i} exp(cos(z_i, z_k)/tau) ]
 
     Default temperature 0.1: Garrido et al. 2023's SimCLR setting (SimCLR's paper: 0.1 to 0.5).
+    Data-parallel: as info_nce_loss, negatives from the global batch.
 
     Example:
         >>> loss = nt_xent_loss(projector(backbone(x1)), projector(backbone(x2)), temperature=0.1)
@@ -133,15 +161,19 @@ def simclr_embeddings(z: torch.Tensor, normalization: str) -> torch.Tensor:
     the InfoNCE dot products are taken on.
     none: unit-norm embeddings (classical SimCLR). centering: dimensions centered over the batch,
     then unit-norm embeddings. dimension_standardization: dimensions centered and scaled to norm
-    sqrt(N / D) (their eq. 14), embeddings left unnormalized; the total squared norm is N either way."""
+    sqrt(N / D) (their eq. 14), embeddings left unnormalized; the total squared norm is N either way.
+    Data-parallel: the means and norms over the batch are the global batch's, N its size."""
     if normalization == "none":
         return F.normalize(z, dim=1)
-    centered = z - z.mean(dim=0)
+    centered = z - distributed.mean_over_global_batch(z)
     if normalization == "centering":
         return F.normalize(centered, dim=1)
     if normalization == "dimension_standardization":
-        n, d = z.shape
-        return F.normalize(centered, dim=0) * math.sqrt(n / d)
+        n, d = len(z) * distributed.world_size(), z.shape[1]
+        # F.normalize's floor on the norm, taken before the square root so that a constant
+        # dimension gets a zero gradient rather than 0 * inf.
+        norms = distributed.all_reduce_with_grad(centered.square().sum(dim=0)).clamp_min(1e-24).sqrt()
+        return centered / norms * math.sqrt(n / d)
     raise ValueError(f"normalization must be one of {SIMCLR_NORMALIZATIONS}, got {normalization!r}")
 
 
@@ -155,17 +187,23 @@ def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, mu: float = 1.
 
     Default mu = 1: the unit sphere (the paper's official code projects onto radius sqrt(mu)).
 
+    Data-parallel: the rows i are this rank's, the columns j all N of the global batch (e2
+    gathered); both sums are normalized as means over this rank's rows i (the repulsion as
+    1/(n_local (N-1)) sum_i sum_{j != i}).
+
     Example:
         >>> loss = spectral_contrastive_loss(z1, z2, mu=1.0)
         >>> loss.total.backward()
     """
     check_pair(z1, z2)
     check_positive("mu", mu)
-    n = z1.shape[0]
     scale = math.sqrt(mu)
     e1, e2 = F.normalize(z1, dim=1) * scale, F.normalize(z2, dim=1) * scale
-    cross = e1 @ e2.T
-    return sum_of(alignment=-2 * cross.diagonal().mean(), repulsion=off_diagonal(cross).square().sum() / (n * (n - 1)))
+    targets, own = against_global_batch(e2)
+    cross = e1 @ targets.T
+    is_positive = marked(cross, own)
+    repulsion = cross.masked_fill(is_positive, 0).square().sum() / (len(e1) * (len(targets) - 1))
+    return sum_of(alignment=-2 * cross[is_positive].mean(), repulsion=repulsion)
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -181,9 +219,8 @@ def squared_off_diagonal_covariance(cov: torch.Tensor) -> torch.Tensor:
 
 def logsumexp_off_diagonal_covariance(cov: torch.Tensor, temperature: float) -> torch.Tensor:
     """Garrido's c_exp: (1/D) sum_i log sum_{j != i} exp(C_ij / tau)."""
-    d = cov.shape[0]
-    eye = torch.eye(d, dtype=torch.bool, device=cov.device)
-    return torch.logsumexp((cov / temperature).masked_fill(eye, float("-inf")), dim=1).mean()
+    eye = torch.eye(cov.shape[0], dtype=torch.bool, device=cov.device)
+    return mean_logsumexp_excluding(cov / temperature, eye)
 
 
 def weighted_vicreg_loss(
@@ -193,13 +230,16 @@ def weighted_vicreg_loss(
     """VICReg's three terms as in the official code, weighted: MSE invariance; hinge on the
     per-dimension std (unbiased variance + eps) at 1, averaged over both views; covariance
     criterion summed over both views. temperature=None: squared off-diagonal covariance (VICReg);
-    a float: c_exp with that temperature (VICReg-exp)."""
+    a float: c_exp with that temperature (VICReg-exp).
+    Data-parallel (as the official code): the invariance is this rank's mean; variance and
+    covariance are those of the global batch (gathered), the same on every rank."""
     check_pair(z1, z2)
-    n = z1.shape[0]
     invariance = F.mse_loss(z1, z2)
     variance = 0.0
     covariance = 0.0
     for z in (z1, z2):
+        z = distributed.gather_with_grad(z)
+        n = z.shape[0]
         z = z - z.mean(dim=0)
         std = torch.sqrt(z.var(dim=0) + std_eps)
         variance = variance + torch.mean(F.relu(1 - std)) / 2
@@ -229,6 +269,7 @@ def vicreg_loss(
         c(Z) = 1/D sum_{i != j} C(Z)_ij^2,  C(Z) the covariance of the dimensions
 
     Defaults lambda = mu = 25, nu = 1, eps = 1e-4: the paper's and its official code's.
+    Data-parallel: s is this rank's mean, v and c the global batch's (see weighted_vicreg_loss).
 
     Example:
         >>> loss = vicreg_loss(z1, z2)
@@ -253,6 +294,7 @@ def vicreg_exp_loss(
         c_exp(Z) = 1/D sum_i log sum_{j != i} exp(C(Z)_ij / tau)
 
     Defaults: VICReg's coefficients; temperature 0.1 (not stated in the paper's main text).
+    Data-parallel: as vicreg_loss.
 
     Example:
         >>> loss = vicreg_exp_loss(z1, z2, temperature=0.1)
@@ -280,12 +322,29 @@ def vicreg_ctr_loss(
     centering), and c_exp repels the samples' Gram matrix like DCL; the invariance term is
     unchanged by the transpose. Defaults as vicreg_exp_loss.
 
+    Data-parallel: on K^T the samples are the dimensions, so the invariance and each sample's
+    variance hinge are this rank's means; the rows of the Gram matrix are this rank's samples,
+    its columns all N of the global batch (gathered), and c_exp is the mean over this rank's rows.
+
     Example:
         >>> loss = vicreg_ctr_loss(z1, z2, temperature=0.1)
         >>> loss.total.backward()
     """
     check_pair(z1, z2)
-    return vicreg_exp_loss(z1.T, z2.T, sim_coeff, std_coeff, cov_coeff, temperature, std_eps)
+    check_pair(z1.T, z2.T, "z1^T, z2^T")
+    check_positive("temperature", temperature)
+    invariance = F.mse_loss(z1, z2)
+    variance = 0.0
+    covariance = 0.0
+    for z in (z1, z2):
+        # Each sample centered over its coordinates: what centering the columns of K^T does.
+        centered = z - z.mean(dim=1, keepdim=True)
+        std = torch.sqrt(centered.var(dim=1) + std_eps)
+        variance = variance + torch.mean(F.relu(1 - std)) / 2
+        everyone, own = against_global_batch(centered)
+        gram = centered @ everyone.T / (z.shape[1] - 1)
+        covariance = covariance + mean_logsumexp_excluding(gram / temperature, marked(gram, own))
+    return sum_of(invariance=sim_coeff * invariance, variance=std_coeff * variance, covariance=cov_coeff * covariance)
 
 
 def barlow_twins_loss(
@@ -304,17 +363,22 @@ def barlow_twins_loss(
     Defaults lambda = 5e-3 (the paper's), s = 1 (early official code scaled by 0.024), eps = 1e-5
     (nn.BatchNorm1d's).
 
+    Data-parallel (as the official code, whose BN is a SyncBatchNorm): the batch norm's
+    statistics and C are the global batch's (summed over ranks with gradients), the same on every
+    rank; N is the global batch size.
+
     Example:
         >>> loss = barlow_twins_loss(z1, z2, redundancy_weight=5e-3)
         >>> loss.total.backward(); loss.terms["off_diagonal"]
     """
     check_pair(z1, z2)
-    n = z1.shape[0]
+    n = z1.shape[0] * distributed.world_size()
 
     def batch_norm(z: torch.Tensor) -> torch.Tensor:
-        return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + bn_eps)
+        centered = z - distributed.mean_over_global_batch(z)
+        return centered / torch.sqrt(distributed.mean_over_global_batch(centered.square()) + bn_eps)
 
-    c = batch_norm(z1).T @ batch_norm(z2) / n
+    c = distributed.all_reduce_with_grad(batch_norm(z1).T @ batch_norm(z2)) / n
     return sum_of(on_diagonal=loss_scale * (1 - c.diagonal()).pow(2).sum(),
                   off_diagonal=loss_scale * redundancy_weight * off_diagonal(c).pow(2).sum())
 
@@ -336,8 +400,10 @@ def sliced_wasserstein_sq(
     x: torch.Tensor, y: torch.Tensor, num_projections: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Monte-Carlo sliced 2-Wasserstein distance squared between two equal-size point clouds:
-    mean over random unit directions of the 1-D W2^2 between the projections (sorted matching)."""
+    mean over random unit directions (rank 0's when data-parallel) of the 1-D W2^2 between the
+    projections (sorted matching)."""
     directions = torch.randn(x.shape[1], num_projections, generator=generator, device=x.device, dtype=x.dtype)
+    directions = distributed.from_rank_zero(directions)
     directions = F.normalize(directions, dim=0)
     px, _ = torch.sort(x @ directions, dim=0)
     py, _ = torch.sort(y @ directions, dim=0)
@@ -365,6 +431,11 @@ def generalized_contrastive_loss(
     `num_projections` random directions; `generator` draws the prior samples, then the directions.
     Defaults lambda = 1, tau = 0.1: the paper's SimCLR-equivalent setting.
 
+    Data-parallel: the alignment is this rank's mean. lse: as info_nce_loss, anchors this rank's,
+    the other embeddings k all 2N of the global batch. Sliced Wasserstein: between the global
+    batch's 2N embeddings (gathered) and rank 0's prior samples and directions, the same on every
+    rank.
+
     Example:
         >>> loss = generalized_contrastive_loss(z1, z2, prior="uniform_cube", distribution_weight=2.0)
         >>> loss.total.backward(); loss.terms["distribution"]
@@ -376,13 +447,14 @@ def generalized_contrastive_loss(
     if prior == "lse":
         e1, e2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         alignment = (e1 - e2).pow(2).sum(dim=1).mean() / (2 * temperature)
-        e = torch.cat([e1, e2])
-        logits = (e @ e.T / temperature).masked_fill(torch.eye(len(e), dtype=torch.bool, device=e.device), float("-inf"))
-        distribution = torch.logsumexp(logits, dim=1).mean()
+        anchors = torch.cat([e1, e2])
+        candidates, own = against_global_batch(anchors)
+        logits = anchors @ candidates.T / temperature
+        distribution = mean_logsumexp_excluding(logits, marked(logits, own))
     else:
         alignment = (z1 - z2).pow(2).sum(dim=1).mean() / (2 * temperature)
-        z = torch.cat([z1, z2])
-        target = sample_prior(prior, z.shape[0], z.shape[1], z, generator)
+        z = distributed.gather_with_grad(torch.cat([z1, z2]))
+        target = distributed.from_rank_zero(sample_prior(prior, z.shape[0], z.shape[1], z, generator))
         distribution = sliced_wasserstein_sq(z, target, num_projections, generator)
     return sum_of(alignment=alignment, distribution=distribution_weight * distribution)
 
@@ -395,6 +467,7 @@ def normalized_mse_loss(p: torch.Tensor, z: torch.Tensor) -> LossTerms:
         L = mean_i ||p_i/||p_i|| - z_i/||z_i|| ||^2 = mean_i (2 - 2 cos(p_i, z_i)) = prediction
 
     No hyperparameters.
+    Data-parallel: a mean over samples, this rank's; no batch statistic.
 
     Example:
         >>> loss = normalized_mse_loss(predictor(z1_online), z2_target.detach())
@@ -410,6 +483,7 @@ def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> LossTerms:
         L = D(p, z) = -mean_i cos(p_i, z_i) = prediction
 
     No hyperparameters (the stop-gradient on z is the caller's).
+    Data-parallel: a mean over samples, this rank's; no batch statistic.
 
     Example:
         >>> loss = negative_cosine_loss(predictor(z1), z2.detach())
@@ -426,6 +500,7 @@ def squared_error_loss(p: torch.Tensor, z: torch.Tensor) -> LossTerms:
         L = 1/2 mean_i ||p_i - z_i||^2 = prediction
 
     No hyperparameters.
+    Data-parallel: a mean over samples, this rank's; no batch statistic.
 
     Example:
         >>> loss = squared_error_loss(predictor(z1), z2_target)

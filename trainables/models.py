@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainables import distributed
 from trainables.errors import ConfigError
 from trainables.registry import Registry
 
@@ -253,9 +254,11 @@ class DirectPredPredictor(nn.Module):
     def observe(self, *views: torch.Tensor) -> None:
         """One training step's inputs (the online projector outputs of both views): update F_hat
         with their uncentered correlation, and set the weight on the first step and every `freq`
-        steps after. Called before the predictor's forward, so the step's prediction uses it."""
-        f = torch.cat(views).detach().float()
-        batch_correlation = f.T @ f / len(f)
+        steps after. Called before the predictor's forward, so the step's prediction uses it.
+        Data-parallel: the correlation is the global batch's, so every rank sets the same weight."""
+        # In F_hat's precision (float32 when the network runs in half precision).
+        f = torch.cat(views).detach().to(self.correlation.dtype)
+        batch_correlation = distributed.all_reduce_with_grad(f.T @ f) / (len(f) * distributed.world_size())
         if self.observed_steps == 0:
             # The official Accumulator starts from the first batch, not from zero.
             self.correlation.copy_(batch_correlation)
