@@ -7,8 +7,9 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from orchestrator.messages import SpecError
+from orchestrator.messages import SpecError, one_line
 from orchestrator.overrides import OverrideError, parse_overrides
 from orchestrator.spec import expand_cells, load_spec, planned_trials, tracking_uri
 from orchestrator.storage import ensure_new_sweep, find_sweep_dir, load_sweep_dir, optuna_url
@@ -35,6 +36,14 @@ class StdoutHandler(logging.StreamHandler):
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's refusals (an unknown option, a bad choice) as one line, like every other user
+    error, instead of its usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"dualsweep: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def format_row(metrics: dict) -> str:
@@ -111,6 +120,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return report_outcome(sweep_dir, outcome)
 
 
+# The shell's code for a process ended by Ctrl-C (128 + SIGINT).
+EXIT_STOPPED = 130
+
+
 def report_outcome(sweep_dir: Path, outcome) -> int:
     """The status table, then the sweep's report (verdicts, gaps, figures) and where it is."""
     from orchestrator.status import status_table  # Ray's experiment reader (no cluster)
@@ -118,6 +131,9 @@ def report_outcome(sweep_dir: Path, outcome) -> int:
 
     print(status_table(sweep_dir))
     print(write_sweep_report(sweep_dir).summary())
+    if outcome.stopped:
+        print(f"stopped before the sweep ended; `dualsweep resume {sweep_dir}` continues it", file=sys.stderr)
+        return EXIT_STOPPED
     if outcome.errors:
         print(f"{outcome.errors} of {outcome.trials} trials failed; their errors are in MLflow (status FAILED) "
               f"and under {sweep_dir}", file=sys.stderr)
@@ -160,7 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dualsweep", description="Sweeps of contrastive and non-contrastive SSL methods.")
+    parser = OneLineParser(prog="dualsweep", description="Sweeps of contrastive and non-contrastive SSL methods.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="run one trial without Ray; key=value overrides of the trial config")
     p.add_argument("overrides", nargs="*", help="e.g. method=vicreg data.name=digits epochs=30")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ray.tune import Callback
 
 from orchestrator.spec import SWEEP_KEY
+from orchestrator.tracking import trial_error
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -42,5 +43,5 @@ class ProgressLog(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self.ended += 1
-        log.warning("[%d/%s] %s failed; its error is in %s", self.ended, self.planned,
-                    trial.config[SWEEP_KEY]["key"], trial.local_path)
+        log.warning("[%d/%s] %s failed: %s (the traceback is in its MLflow run)", self.ended, self.planned,
+                    trial.config[SWEEP_KEY]["key"], trial_error(trial) or "no message")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -12,6 +16,7 @@ from typing import Callable, Optional
 import optuna
 import ray
 from ray import tune
+from ray.tune import Callback
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.progress import ProgressLog
@@ -44,10 +49,106 @@ class DeletedCheckpointFilter(logging.Filter):
         return True
 
 
+class GracefulStop(Callback):
+    """SIGTERM or a first Ctrl-C: each running trial goes on to its next checkpoint, then Tune's own
+    interrupt (SIGUSR1) ends the run with its state saved, the unfinished trials' MLflow runs and the
+    parent are marked KILLED, and `dualsweep resume` continues. A second signal, or no checkpoint
+    within PATIENCE_S, stops at once (the trials then resume from their last checkpoint)."""
+
+    PATIENCE_S = 600.0
+
+    def __init__(self) -> None:
+        self.requested_at: Optional[float] = None
+        self.running: set[str] = set()
+        # Trials that were running when the stop was asked for and have not checkpointed since.
+        self.waiting: set[str] = set()
+
+    def setup(self, **info) -> None:
+        # Tune set its SIGINT handler before calling this; SIGUSR1 keeps Tune's handler.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.request)
+            signal.signal(signal.SIGTERM, self.request)
+
+    def request(self, signum: int, frame) -> None:
+        if self.requested_at is not None:
+            self.stop_now()
+            return
+        self.requested_at = time.monotonic()
+        self.waiting = set(self.running)
+        print(f"{signal.Signals(signum).name}: stopping; {len(self.waiting)} running trials end at their next "
+              "checkpoint (Ctrl-C again to stop them now)", file=sys.stderr, flush=True)
+        if not self.waiting:
+            self.stop_now()
+
+    def stop_now(self) -> None:
+        STOPPED.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def checkpointed(self, trial) -> None:
+        if self.requested_at is not None and trial.trial_id in self.waiting:
+            self.waiting.discard(trial.trial_id)
+            if not self.waiting:
+                self.stop_now()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running.add(trial.trial_id)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.checkpointed(trial)  # every result of a sweep's trial comes with its checkpoint
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self.checkpointed(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self.checkpointed(trial)
+
+    def on_step(self, iteration: int, trials: list, **info) -> None:
+        if self.requested_at is not None and time.monotonic() - self.requested_at > self.PATIENCE_S:
+            self.stop_now()
+
+
+class TrialFailureLines(logging.Filter):
+    """Tune logs each failure of a trial with its traceback, though the sweep handles it (a retry
+    from the last checkpoint, or FAILED with the traceback in the trial's MLflow run): one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Trial task failed for trial") and record.exc_info:
+            error = [line for line in str(record.exc_info[1]).splitlines() if line.strip()]
+            record.msg = "%s: %s"
+            record.args = (message, error[-1].strip() if error else type(record.exc_info[1]).__name__)
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class InterruptMessages(logging.Filter):
+    """Tune's own lines at an interrupt point to `Tuner.restore`; the CLI says `dualsweep resume`."""
+
+    DROPPED = ("Stop signal received", "Experiment has been interrupted", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.DROPPED)
+
+
+# Set when a GracefulStop ended the run (Tune's callbacks come back from its pickle on a restore,
+# so the flag cannot live in the instance the runner built).
+STOPPED = threading.Event()
+# One instance each, so that a driver running several sweeps adds each filter once.
+DELETED_CHECKPOINT_FILTER, TRIAL_FAILURE_LINES, INTERRUPT_MESSAGES = (
+    DeletedCheckpointFilter(), TrialFailureLines(), InterruptMessages())
+
+
 @dataclass
 class Outcome:
     trials: int
     errors: int
+    # Ended by SIGTERM or Ctrl-C before every trial ended; `resume` continues.
+    stopped: bool = False
 
 
 def connect_ray(address: Optional[str], verbose: int) -> None:
@@ -111,7 +212,7 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
     # trial's files.
     tracking = MlflowTracking(spec.tracking.uri, experiment, parent_run, TRIAL_KINDS[spec.trainable].artifacts)
     callbacks = [JsonLoggerCallback(), SchedulerState(scheduler), tracking,
-                 ProgressLog(spec.metric, sweep_info(spec, cells, partial=True).planned_text)]
+                 ProgressLog(spec.metric, sweep_info(spec, cells, partial=True).planned_text), GracefulStop()]
     return tune.Tuner(
         trainable_with_resources(loaded),
         tune_config=tune.TuneConfig(
@@ -127,7 +228,7 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
             # before its next experiment snapshot; with one kept, a kill in between leaves the
             # snapshot pointing at a deleted checkpoint and the trial cannot be restored.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=1),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         ),
     )
 
@@ -153,13 +254,14 @@ def resume_sweep(sweep_dir: Path, address: Optional[str], verbose: int = 0) -> O
 
 def execute(loaded: LoadedSpec, cells: list[Cell], address: Optional[str], verbose: int, restore: bool) -> Outcome:
     tune_environment()
+    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
     create_studies(loaded.spec, cells, optuna_url(loaded.sweep_dir))
     parent = start_parent_run(loaded, len(cells), planned_trials(loaded.spec, cells))
     try:
         connect_ray(address, verbose)
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(trial_slots(loaded)))
         if restore:
-            logging.getLogger("ray.tune.execution.tune_controller").addFilter(DeletedCheckpointFilter())
+            controller_log.addFilter(DELETED_CHECKPOINT_FILTER)
             tuner = tune.Tuner.restore(tune_path(loaded), trainable_with_resources(loaded),
                                        resume_unfinished=True, resume_errored=False)
         else:
@@ -168,10 +270,16 @@ def execute(loaded: LoadedSpec, cells: list[Cell], address: Optional[str], verbo
         # Ray did not start or the Tuner could not be built: the parent run must not stay RUNNING.
         end_parent_run(loaded.spec.tracking.uri, parent[1], "FAILED")
         raise
+    STOPPED.clear()
+    controller_log.addFilter(TRIAL_FAILURE_LINES)
+    # The results of trials a stop left pending: nothing to say.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.tune").addFilter(INTERRUPT_MESSAGES)
     try:
         results = tuner.fit()
     except BaseException:
         end_parent_run(loaded.spec.tracking.uri, parent[1], "KILLED")
         raise
-    end_parent_run(loaded.spec.tracking.uri, parent[1], "FINISHED")
-    return Outcome(trials=len(results), errors=len(results.errors))
+    stopped = STOPPED.is_set()
+    end_parent_run(loaded.spec.tracking.uri, parent[1], "KILLED" if stopped else "FINISHED")
+    return Outcome(trials=len(results), errors=results.num_errors, stopped=stopped)

@@ -12,6 +12,9 @@ from orchestrator.storage import load_sweep_dir, optuna_url
 from orchestrator.report.model import percent
 from orchestrator.sweep_report import plan_of, read_trials
 
+# Failed trials whose error `status` prints; the report lists them all.
+MAX_FAILURES_LISTED = 10
+
 
 def status_table(sweep_dir: Path) -> str:
     loaded = load_sweep_dir(sweep_dir)
@@ -23,17 +26,22 @@ def status_table(sweep_dir: Path) -> str:
     lines = [f"sweep {spec.name}: {len(trials)} of {info.planned_text} planned trials ({states})"]
     if info.stopped:
         lines.append(f"seeds until decided: {info.stopped}")
-    lines.append(f"{'cell':5} {'search ran/stopped/failed':>26} {'best ' + spec.metric:>14} {'confirm mean':>13} "
-                 f"{'sd':>7} {'n':>3}  label")
+    lines.append(f"{'cell':5} {'search ran/stopped/diverged/failed':>35} {'best ' + spec.metric:>14} "
+                 f"{'confirm mean':>13} {'sd':>7} {'n':>3}  label")
     for result in analysis.results:
         counts = result.counts
         ran = sum(counts.values())
-        stopped = counts.get("stopped_early", 0) + counts.get("diverged", 0)
-        search = f"{ran}/{stopped}/{counts.get('failed', 0)}"
+        search = "/".join(str(n) for n in (ran, counts.get("stopped_early", 0), counts.get("diverged", 0),
+                                           counts.get("failed", 0)))
         confirm = result.confirm
-        lines.append(f"{result.cell.id:5} {search:>26} "
+        lines.append(f"{result.cell.id:5} {search:>35} "
                      f"{fmt(result.best_value):>14} {fmt(confirm.mean if confirm else None):>13} "
                      f"{fmt(confirm.sd if confirm else None):>7} {confirm.n if confirm else 0:>3}  {result.cell.label}")
+    failed = [t for t in trials if t.status == "failed"]
+    for trial in failed[:MAX_FAILURES_LISTED]:
+        lines.append(f"failed {trial.key}: {trial.error or '(no message)'}")
+    if len(failed) > MAX_FAILURES_LISTED:
+        lines.append(f"... and {len(failed) - MAX_FAILURES_LISTED} more failed trials (all in the report's results.csv)")
     gaps = [gap for gap in analysis.family_gaps if gap.difference is not None]
     if gaps:
         lines.append(f"family gap ({spec.metric}, confirmation means, {percent(info.confidence)} Welch interval):")

@@ -1,26 +1,37 @@
 """Where a sweep lives. A sweep directory (<storage>/<name>/) holds sweep.yaml (the validated spec,
 so that `resume`, `status` and `report` need nothing else), optuna.db (one study per cell), tune/
-(Ray Tune's experiment), report/, and with seeds until decided rounds.json (each look at the claims
-and why the rounds ended, written by the searcher). With a storage URI (s3://bucket/sweeps), tune/ and a copy of
-sweep.yaml live at <URI>/<name>/ and the rest in ./sweeps-runs/<name>/; `resume <URI>/<name>` works
-from any machine, rebuilding the Optuna studies from Ray's saved searcher state when they are not
-there."""
+(Ray Tune's experiment), report/, with seeds until decided rounds.json (each look at the claims
+and why the rounds ended, written by the searcher), and .dualsweep, the marker that dualsweep made
+the directory: the sha256 of its sweep.yaml. Ray's and the searcher's saved state are pickles, so
+`resume`, `status`, `report` and `ui` read a sweep only where the marker matches its sweep.yaml.
+With a storage URI (s3://bucket/sweeps), tune/ and a copy of sweep.yaml and the marker live at
+<URI>/<name>/ and the rest in ./sweeps-runs/<name>/; `resume <URI>/<name>` works from any machine,
+rebuilding the Optuna studies from Ray's saved searcher state when they are not there."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Iterator, Optional
 
+import yaml
+from omegaconf.errors import OmegaConfBaseException
+
+from orchestrator.messages import first_line
 from orchestrator.spec import DEFAULT_STORAGE, LoadedSpec, SpecError, is_uri, load_spec, spec_from_yaml_text
+from orchestrator.spec.schema import NAME_RULE, SAFE_NAME
+from trainables.provenance import package_version
 
 SPEC_FILE = "sweep.yaml"
 OPTUNA_FILE = "optuna.db"
 TUNE_DIR = "tune"
 REPORT_DIR = "report"
 ROUNDS_FILE = "rounds.json"
+MARKER_FILE = ".dualsweep"
 # Held by the driver that runs the sweep; the kernel releases it when that process ends, killed or not.
 LOCK_FILE = ".driver.lock"
 
@@ -34,35 +45,75 @@ def tune_path(loaded: LoadedSpec) -> str:
     return f"{loaded.tune_storage}/{TUNE_DIR}"
 
 
-def read_remote_text(uri: str) -> Optional[str]:
+def read_remote(uri: str) -> Optional[bytes]:
     import pyarrow.fs  # pyarrow only for sweeps kept behind a storage URI
 
     filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
         return None
     with filesystem.open_input_stream(path) as stream:
-        return stream.read().decode()
+        return stream.read()
 
 
-def write_remote_text(uri: str, text: str) -> None:
+def write_remote(uri: str, data: bytes) -> None:
     import pyarrow.fs  # pyarrow only for sweeps kept behind a storage URI
 
     filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     filesystem.create_dir(path.rsplit("/", 1)[0])
     with filesystem.open_output_stream(path) as stream:
-        stream.write(text.encode())
+        stream.write(data)
+
+
+def read_local(path: Path) -> Optional[bytes]:
+    return path.read_bytes() if path.is_file() else None
+
+
+def marker(spec_bytes: bytes) -> bytes:
+    return json.dumps({"sweep_yaml_sha256": hashlib.sha256(spec_bytes).hexdigest(),
+                       "dualsweep": package_version("dualsweep")}).encode() + b"\n"
+
+
+def verified_spec(where: str, spec_bytes: bytes, marker_bytes: Optional[bytes]) -> LoadedSpec:
+    """The spec of the sweep at `where`, refused before anything of the sweep is unpickled unless
+    the marker beside it holds its hash, and unless its name is one that `validate` lets through."""
+    try:
+        recorded = json.loads(marker_bytes)["sweep_yaml_sha256"]
+    except (TypeError, ValueError, KeyError):
+        recorded = None
+    if recorded != hashlib.sha256(spec_bytes).hexdigest():
+        raise SpecError([f"{where}: not created by dualsweep, or its {SPEC_FILE} changed since ({MARKER_FILE} missing "
+                         f"or holding another hash); dualsweep reads Ray's and the searcher's saved state, which are "
+                         "pickles, only from the sweep directories it made"])
+    try:
+        loaded = spec_from_yaml_text(spec_bytes.decode(), f"{where}/{SPEC_FILE}")
+    except (ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:  # e.g. written by another version
+        raise SpecError([f"{where}/{SPEC_FILE}: not a sweep this dualsweep ({package_version('dualsweep')}) reads: "
+                         f"{first_line(exc)}"]) from None
+    if not SAFE_NAME.fullmatch(loaded.spec.name):
+        raise SpecError([f"{where}/{SPEC_FILE}: name: {loaded.spec.name!r} is not a safe name: {NAME_RULE}"])
+    return loaded
 
 
 def fetch_remote_sweep(uri: str) -> Path:
     """The local directory of the sweep stored at `uri`, made from its spec copy when missing."""
-    text = read_remote_text(f"{uri.rstrip('/')}/{SPEC_FILE}")
-    if text is None:
+    uri = uri.rstrip("/")
+    spec_bytes = read_remote(f"{uri}/{SPEC_FILE}")
+    if spec_bytes is None:
         raise SpecError([f"{uri}: no sweep here; give the URI of a sweep's folder, <storage>/<name>, holding {SPEC_FILE}"])
-    loaded = spec_from_yaml_text(text, f"{uri}/{SPEC_FILE}")
-    loaded.sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not (loaded.sweep_dir / SPEC_FILE).exists():
-        (loaded.sweep_dir / SPEC_FILE).write_text(text)
-    return loaded.sweep_dir
+    loaded = verified_spec(uri, spec_bytes, read_remote(f"{uri}/{MARKER_FILE}"))
+    if loaded.remote_dir != uri:
+        raise SpecError([f"{uri}: its {SPEC_FILE} places the sweep at {loaded.remote_dir}; give that URI"])
+    local = loaded.sweep_dir
+    if read_local(local / SPEC_FILE) not in (None, spec_bytes):
+        raise SpecError([f"{local}: holds another sweep named {loaded.spec.name}; run the command from another "
+                         f"folder (a sweep kept at a URI has its Optuna studies in ./{DEFAULT_STORAGE}/<name>/ there)"])
+    local.mkdir(parents=True, exist_ok=True)
+    # Written only when missing: a status or report reading the files while a driver runs never sees
+    # them half written. The marker first, so a kill in between leaves no sweep.yaml without it.
+    for name, data in ((MARKER_FILE, marker(spec_bytes)), (SPEC_FILE, spec_bytes)):
+        if not (local / name).exists():
+            (local / name).write_bytes(data)
+    return local
 
 
 def find_sweep_dir(sweep: str) -> Path:
@@ -81,12 +132,17 @@ def find_sweep_dir(sweep: str) -> Path:
 
 
 def load_sweep_dir(sweep_dir: Path) -> LoadedSpec:
-    path = sweep_dir / SPEC_FILE
-    return spec_from_yaml_text(path.read_text(), str(path))
+    """The sweep in sweep_dir, once its marker says dualsweep made it (every command that reads a
+    sweep's saved state comes through here). Its local files are this directory's, wherever its
+    spec says the sweep was made: nothing is read or written outside it (but Ray's experiment at
+    the storage URI, for a sweep kept at one)."""
+    sweep_dir = sweep_dir.resolve()
+    loaded = verified_spec(str(sweep_dir), (sweep_dir / SPEC_FILE).read_bytes(), read_local(sweep_dir / MARKER_FILE))
+    return dataclasses.replace(loaded, directory=sweep_dir)
 
 
 def ensure_new_sweep(loaded: LoadedSpec) -> None:
-    if loaded.remote_dir and read_remote_text(f"{loaded.remote_dir}/{SPEC_FILE}") is not None:
+    if loaded.remote_dir and read_remote(f"{loaded.remote_dir}/{SPEC_FILE}") is not None:
         where = loaded.remote_dir
     elif (loaded.sweep_dir / SPEC_FILE).exists():
         where = str(loaded.sweep_dir)
@@ -97,11 +153,14 @@ def ensure_new_sweep(loaded: LoadedSpec) -> None:
 
 
 def create_sweep_dir(loaded: LoadedSpec) -> None:
-    """The sweep directory with its spec copy (and the copy beside Ray's experiment for a URI)."""
+    """The sweep directory with its marker and spec copy (and both beside Ray's experiment for a URI),
+    the marker first: a kill in between leaves no sweep.yaml without it."""
+    spec_bytes = loaded.yaml_text.encode()
     loaded.sweep_dir.mkdir(parents=True, exist_ok=True)
-    (loaded.sweep_dir / SPEC_FILE).write_text(loaded.yaml_text)
-    if loaded.remote_dir:
-        write_remote_text(f"{loaded.remote_dir}/{SPEC_FILE}", loaded.yaml_text)
+    for name, data in ((MARKER_FILE, marker(spec_bytes)), (SPEC_FILE, spec_bytes)):
+        (loaded.sweep_dir / name).write_bytes(data)
+        if loaded.remote_dir:
+            write_remote(f"{loaded.remote_dir}/{name}", data)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from orchestrator.report.model import SweepInfo, TrialRecord, ended_status, nume
 from orchestrator.report.render import ReportFiles, write_report
 from orchestrator.spec import SWEEP_KEY, LoadedSpec, cell_params, expand_cells, sweep_info
 from orchestrator.storage import REPORT_DIR, load_sweep_dir, read_rounds, tune_path
-from orchestrator.tracking import PROVENANCE_TAG, find_runs, log_report_files, sweep_runs
+from orchestrator.tracking import PROVENANCE_TAG, find_runs, log_report_files, sweep_runs, trial_error
 from trainables.contract import PROVENANCE_KEY, SPECTRA_FILE
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,17 @@ def trial_status(ray_status: str, result: dict, epochs: int) -> str:
     return "pending" if ray_status == "PENDING" else "running"
 
 
-def read_history(trial_dir: Optional[str]) -> list[dict]:
-    """The per-epoch results Tune's JSON logger wrote (one JSON object per line)."""
-    path = Path(trial_dir) / "result.json" if trial_dir else None
-    if path is None or not path.is_file():
-        return []
+def read_history(trial) -> list[dict]:
+    """The per-epoch results Tune's JSON logger wrote (one JSON object per line), read from the
+    sweep's storage: the driver's own copy (trial.local_path) is in a Ray session's folder, which
+    only a process with Ray running can name."""
+    try:
+        with trial.storage.storage_filesystem.open_input_stream(f"{trial.path}/result.json") as stream:
+            text = stream.readall().decode()
+    except OSError:
+        return []  # not written yet (a trial that never reported) or not synced to storage yet
     history = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             result = json.loads(line)
         except json.JSONDecodeError:
@@ -77,13 +81,14 @@ def read_trials(loaded: LoadedSpec) -> list[TrialRecord]:
         if cell is None:
             continue
         result = trial.last_result or {}
-        history = read_history(trial.local_path)
+        history = read_history(trial)
         provenance = result.get(PROVENANCE_KEY) or {}
         params = {key: dotted_value(trial.config["trial"], key) for key in cell_params(spec, cell)}
         records.append(TrialRecord(
             key=where["key"], cell=cell.id, cell_values=dict(cell.values), method=cell.method, family=cell.family,
             phase=where["phase"], seed=int(where["seed"]), params=params,
             status=trial_status(trial.status, result, where["epochs"]),
+            error=trial_error(trial) if trial.status == "ERROR" else None,
             metrics=numeric(result),
             history=history, spectra=read_spectra(trial),
             provenance={k: str(v) for k, v in provenance.items()} if isinstance(provenance, dict) else {},

@@ -155,6 +155,8 @@ class MlflowTracking(Callback):
         self.logged_epoch: dict[str, float] = {}
         # Ray trial ids whose run carries the trial's provenance tags (set once per driver).
         self.provenance_tagged: set[str] = set()
+        # Ray trial ids started by this driver and not ended yet.
+        self.active: set[str] = set()
         self._client: Optional[MlflowClient] = None
 
     def __getstate__(self) -> dict:
@@ -175,6 +177,7 @@ class MlflowTracking(Callback):
 
     # --- Tune's callback hooks ------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        self.active.add(trial.trial_id)
         known = trial.trial_id in self.runs
         found = None if known else self.find_run(trial)
         if known or found:
@@ -211,14 +214,17 @@ class MlflowTracking(Callback):
         self.finish(trial, RunStatus.to_string(RunStatus.FINISHED), stopped_early)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        message = trial_error(trial)
+        if message:
+            self.client.log_batch(self.run_of(trial), tags=[RunTag("error", message[:MAX_PARAM_LENGTH])])
         self.finish(trial, RunStatus.to_string(RunStatus.FAILED), stopped_early=False)
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        """Trials left unfinished (the driver was interrupted) are marked KILLED; a resume sets them
-        RUNNING again."""
-        for trial in trials:
-            if trial.status not in ("TERMINATED", "ERROR") and trial.trial_id in self.runs:
-                self.client.set_terminated(self.runs[trial.trial_id], RunStatus.to_string(RunStatus.KILLED))
+        """Trials left unfinished (the driver was stopped; Tune has already stopped their actors) are
+        marked KILLED; a resume sets them RUNNING again."""
+        for trial_id in self.active & set(self.runs):
+            self.client.set_terminated(self.runs[trial_id], RunStatus.to_string(RunStatus.KILLED))
+        self.active.clear()
 
     # --- runs ----------------------------------------------------------------------------------
     def run_of(self, trial: Trial) -> str:
@@ -247,6 +253,7 @@ class MlflowTracking(Callback):
         return run.info.run_id
 
     def finish(self, trial: Trial, status: str, stopped_early: bool) -> None:
+        self.active.discard(trial.trial_id)
         run_id = self.run_of(trial)
         self.client.log_batch(run_id, tags=[RunTag("stopped_early", str(stopped_early).lower())])
         self.client.log_dict(run_id, trial.config["trial"], "trial_config.yaml")
@@ -267,6 +274,16 @@ def trial_files(trial: Trial) -> list[Path]:
     if directory is None or not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.is_file())
+
+
+def trial_error(trial: Trial) -> Optional[str]:
+    """The exception a failed trial ended with ("Type: message", the last line of the error file
+    Tune writes in the trial's directory), or None when there is none."""
+    path = Path(trial.error_file) if trial.error_file else None
+    if path is None or not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def json_safe(result: dict) -> dict:

@@ -214,11 +214,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The addresses that TCP sockets listen on at `port`, from the kernel's tables."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                found.add(socket.inet_ntop(family, b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))))
+    return found
+
+
 def test_ui_serves_the_runs_on_loopback(finished_sweep):
     spec = finished_sweep.spec
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "ui", str(finished_sweep.sweep_dir), "--port", str(port)],
+        [sys.executable, "-m", "orchestrator.cli", "ui", str(finished_sweep.sweep_dir), "--port", str(port),
+         "--dashboard-port", str(dashboard_port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -244,6 +260,11 @@ def test_ui_serves_the_runs_on_loopback(finished_sweep):
         with urllib.request.urlopen(listing, timeout=10) as response:
             files = {f["path"] for f in json.load(response)["files"]}
         assert {"trial_config.yaml", "final_result.json", "trial"} <= files
+        while not listening_addresses(dashboard_port):
+            assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not start"
+            time.sleep(1)
+        # Without --host both servers listen on loopback only, not on every interface.
+        assert listening_addresses(port) == listening_addresses(dashboard_port) == {"127.0.0.1"}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -259,7 +280,7 @@ def read_epoch_log(path: Path) -> list[tuple[str, str, int, int]]:
         return []
     rows = []
     for line in path.read_text().splitlines():
-        key, job, epoch, start = line.split()
+        key, job, epoch, start, _pid = line.split()
         rows.append((key, job, int(epoch), int(start)))
     return rows
 

@@ -6,15 +6,19 @@ one cell score far higher than another. `noise` adds a draw of N(0, noise^2) to 
 the same draw for every trial with the same seed, method and offset (a generator seeded by them), so
 that confirmation seeds of one cell scatter like a real trial's and a rerun repeats them; the search
 trials of a cell share one seed, hence one draw, and rank by x alone. It checkpoints like a real
-trial (STATE_FILE), and with `epoch_log` set it appends "<trial name> <epoch> <resumed from epoch>"
-per epoch actually run, so a test can count re-executed epochs."""
+trial (STATE_FILE), and with `epoch_log` set it appends "<trial name> <epoch> <resumed from epoch>
+<process id>" per epoch actually run, so a test can count re-executed epochs and find the worker.
+The faults a fault test needs are options: raise at an epoch, diverge at an epoch, or write a
+corrupt checkpoint at an epoch."""
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 import tempfile
-import zlib
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,7 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainables.config import omegaconf_message
-from trainables.errors import ConfigError
+from trainables.errors import CheckpointError, ConfigError
 from trainables.methods import METHODS
 from trainables.provenance import PROVENANCE_KEY, code_provenance
 
@@ -42,8 +46,13 @@ class StandInConfig:
     # The sd of a normal draw added to the score, fixed by (seed, method, offset); 0: none.
     noise: float = 0.0
     seconds_per_epoch: float = 0.0
-    # Absolute path of a file that gets "<trial name> <epoch> <resumed from epoch>" per epoch run.
+    # Absolute path of a file that gets "<trial name> <epoch> <resumed from epoch> <pid>" per epoch run.
     epoch_log: Optional[str] = None
+    # Faults (0: none): raise RuntimeError on reaching this epoch, every attempt; report a NaN loss
+    # and diverged at this epoch; write this epoch's checkpoint truncated.
+    fail_at_epoch: int = 0
+    diverge_at_epoch: int = 0
+    corrupt_checkpoint_at_epoch: int = 0
 
 
 def validate_stand_in(config: dict) -> dict:
@@ -80,18 +89,32 @@ def train_stand_in(config: dict, report: Callable[[dict, str], None], resume_fro
     """Like trainables.train: `report(metrics, checkpoint_dir)` after every epoch; `resume_from` is
     a copy of a reported checkpoint directory. `trial_name` only labels the epoch log's lines."""
     cfg = validate_stand_in(config)
-    start_epoch = 0
-    if resume_from:
-        start_epoch = json.loads((Path(resume_from) / STATE_FILE).read_text())["epoch"]
+    start_epoch = read_state(resume_from) if resume_from else 0
     metrics: dict = {}
     for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
         time.sleep(cfg["seconds_per_epoch"])
         if cfg["epoch_log"]:
             with open(cfg["epoch_log"], "a") as log:
-                log.write(f"{trial_name} {epoch} {start_epoch}\n")
-        value = score(cfg, epoch)
+                log.write(f"{trial_name} {epoch} {start_epoch} {os.getpid()}\n")
+        if epoch == cfg["fail_at_epoch"]:
+            raise RuntimeError(f"stand-in failure at epoch {epoch}")
+        value = math.nan if epoch == cfg["diverge_at_epoch"] else score(cfg, epoch)
         metrics = {"epoch": epoch, "knn_acc": value, "loss": -value, PROVENANCE_KEY: code_provenance()}
+        if math.isnan(value):
+            metrics["diverged"] = 1.0
+        state = json.dumps({"epoch": epoch})
         with tempfile.TemporaryDirectory(prefix="dualsweep-stand-in-") as checkpoint_dir:
-            (Path(checkpoint_dir) / STATE_FILE).write_text(json.dumps({"epoch": epoch}))
+            (Path(checkpoint_dir) / STATE_FILE).write_text(state[:5] if epoch == cfg["corrupt_checkpoint_at_epoch"] else state)
             report(metrics, checkpoint_dir)
+        if math.isnan(value):
+            break
     return metrics
+
+
+def read_state(checkpoint_dir: str) -> int:
+    """The epoch a stand-in checkpoint was written at; CheckpointError when it cannot be read."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import random
 import tempfile
 import time
@@ -22,7 +23,7 @@ from trainables.contract import loss_term_metric, ssl_trial_config
 from trainables.data import DataBundle, load_data
 from trainables.device import Placement, resolve_placement, set_threads
 from trainables.diagnostics import SPECTRA_FILE, garrido_metrics, model_diagnostics
-from trainables.errors import ConfigError
+from trainables.errors import CheckpointError, ConfigError
 from trainables.evaluate import (effective_rank, extract, fewshot_accuracy, knn_accuracy, linear_probe_accuracy,
                                  normalized_std)
 from trainables.losses import LossTerms
@@ -174,8 +175,11 @@ class Trial:
     def load(self, directory: str) -> None:
         path = Path(directory) / CHECKPOINT_FILE
         if not path.is_file():
-            raise ConfigError(f"resume: {path} not found; a trial checkpoint directory holds {CHECKPOINT_FILE}")
-        state = torch.load(path, map_location=self.place.device, weights_only=True)
+            raise CheckpointError(f"resume: {path} not found; a trial checkpoint directory holds {CHECKPOINT_FILE}")
+        try:
+            state = torch.load(path, map_location=self.place.device, weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
         self.method.load_state_dict(state["method"])
         self.probe.load_state_dict(state["probe"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -7,13 +7,21 @@ Tune calls an entry point with the sweep's plain dict config, {"trial": <trial c
 from __future__ import annotations
 
 import functools
+import logging
+import re
 from typing import Callable
 
+import pyarrow.fs
 import ray
 from ray import tune
 
+from trainables.errors import CheckpointError
 from trainables.stand_in import train_stand_in
 from trainables.train import train
+
+log = logging.getLogger(__name__)
+# Tune's name for a trial's n-th checkpoint folder (zero-padded, so names sort as numbers).
+CHECKPOINT_NAME = re.compile(r"checkpoint_\d{6}")
 
 TrainFunction = Callable[[dict, Callable[[dict, str], None], "str | None"], object]
 
@@ -21,17 +29,32 @@ TrainFunction = Callable[[dict, Callable[[dict, str], None], "str | None"], obje
 def run_under_tune(train_fn: TrainFunction, trial_config: dict) -> None:
     """Run `train_fn(config, report, resume_from)` inside a Tune trial: every report becomes a Tune
     result with a checkpoint (copied by Tune before the trainable deletes its directory), and a
-    retried or restored trial resumes from its latest checkpoint."""
+    retried or restored trial resumes from its latest checkpoint; from the one before when that
+    cannot be read (the sweep keeps two), and from the start when none can."""
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        train_fn(trial_config, report, None)
-        return
-    with checkpoint.as_directory() as directory:
-        train_fn(trial_config, report, directory)
+    latest = tune.get_checkpoint()
+    for checkpoint in restore_candidates(latest) if latest else []:
+        with checkpoint.as_directory() as directory:
+            try:
+                train_fn(trial_config, report, directory)
+                return
+            except CheckpointError as exc:
+                log.warning("trial %s: checkpoint %s cannot be read (%s); trying the one before",
+                            tune.get_context().get_trial_name(), checkpoint.path, exc)
+    train_fn(trial_config, report, None)
+
+
+def restore_candidates(latest: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """`latest` and the older checkpoints beside it in the trial's storage, newest first."""
+    filesystem = latest.filesystem
+    folder, name = latest.path.rstrip("/").rsplit("/", 1)
+    siblings = filesystem.get_file_info(pyarrow.fs.FileSelector(folder))
+    older = sorted((info.base_name for info in siblings if info.type == pyarrow.fs.FileType.Directory
+                    and CHECKPOINT_NAME.fullmatch(info.base_name) and info.base_name < name), reverse=True)
+    return [latest, *(tune.Checkpoint(f"{folder}/{base}", filesystem) for base in older)]
 
 
 def ssl_trial(config: dict) -> None:

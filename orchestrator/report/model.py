@@ -46,6 +46,7 @@ class TrialRecord:
     provenance: dict[str, str] = field(default_factory=dict)
     run_id: Optional[str] = None  # MLflow run id
     epochs_planned: int = 0
+    error: Optional[str] = None  # a failed trial's exception, "Type: message"
 
     @property
     def ended(self) -> bool:

@@ -190,7 +190,10 @@ def plan_tables(info: SweepInfo, trials: list[TrialRecord]) -> list[Table]:
     state = Table("state", "State", ["phase", "status", "trials"],
                   [[phase, status, str(n)] for (phase, status), n in sorted(by_phase.items())]
                   + [["all", "ended", f"{ended_count(trials)} of {info.planned_text} planned"]])
-    return [plan, state]
+    failed = [[t.key, t.error or "(no message)"] for t in trials if t.status == "failed"]
+    failures = [Table("failures", "Failed trials", ["trial", "error"], failed,
+                      "Each ran out of retries (max_failures); its traceback is in its MLflow run.")] if failed else []
+    return [plan, state, *failures]
 
 
 def verdict_table(verdicts: list[Verdict], confidence: float) -> Table:
@@ -296,6 +299,8 @@ def html_page(info: SweepInfo, trials: list[TrialRecord], tables: dict[str, Tabl
     for warning in warnings:
         parts.append(f'<div class="banner warning">WARNING: {esc(warning)}</div>')
     parts.append(html_table(tables["plan"]) + html_table(tables["state"]))
+    if "failures" in tables:
+        parts.append(html_table(tables["failures"]))
     parts.append(html_table(tables["verdicts"]))
     parts.append(html_table(tables["cells"]))
     parts.append(html_table(tables["gaps"]))
@@ -346,8 +351,9 @@ def markdown_page(info: SweepInfo, trials: list[TrialRecord], tables: dict[str, 
         lines += [f"> **{partial_text(info, trials)}**: the sweep is still running or was stopped; every number "
                   f"below is provisional.", ""]
     lines += [f"> **WARNING**: {md_escape(w)}" for w in warnings] + ([""] if warnings else [])
-    for key in ("plan", "state", "verdicts", "cells", "gaps", "provenance"):
-        lines.append(md_table(tables[key]))
+    for key in ("plan", "state", "failures", "verdicts", "cells", "gaps", "provenance"):
+        if key in tables:
+            lines.append(md_table(tables[key]))
     lines += [f"Note: {md_escape(n)}" for n in notes] + ([""] if notes else [])
     lines += ["## Figures", ""]
     for figure in figures:
@@ -371,11 +377,11 @@ def csv_value(value: Any) -> str:
 def results_rows(info: SweepInfo, trials: list[TrialRecord]) -> tuple[list[str], list[dict[str, str]]]:
     """One row per trial. Columns: key, cell, one per grid axis but the method (by its dotted key),
     method, family, phase, seed, one per searched param (its dotted key), one per final metric,
-    status, stopped_early, epochs_run, epochs_planned, run_id. A param or metric whose name is
+    status, stopped_early, epochs_run, epochs_planned, run_id, error. A param or metric whose name is
     already a column gets the prefix "param." or "metric."."""
     axes = [a for a in dict.fromkeys(list(info.grid) + [k for t in trials for k in t.cell_values]) if a != "method"]
     fixed = ["key", "cell", *axes, "method", "family", "phase", "seed"]
-    tail = ["status", "stopped_early", "epochs_run", "epochs_planned", "run_id"]
+    tail = ["status", "stopped_early", "epochs_run", "epochs_planned", "run_id", "error"]
     taken = set(fixed) | set(tail)
     params = list(dict.fromkeys(k for t in trials for k in t.params))
     param_cols = {p: (f"param.{p}" if p in taken else p) for p in params}
@@ -387,7 +393,8 @@ def results_rows(info: SweepInfo, trials: list[TrialRecord]) -> tuple[list[str],
     for t in trials:
         row = {"key": t.key, "cell": t.cell, "method": t.method, "family": t.family, "phase": t.phase,
                "seed": csv_value(t.seed), "status": t.status, "stopped_early": str(t.stopped_early).lower(),
-               "epochs_run": str(t.epochs_run), "epochs_planned": str(t.epochs_planned), "run_id": t.run_id or ""}
+               "epochs_run": str(t.epochs_run), "epochs_planned": str(t.epochs_planned), "run_id": t.run_id or "",
+               "error": t.error or ""}
         for a in axes:
             row[a] = csv_value(t.cell_values.get(a))
         for p, col in param_cols.items():

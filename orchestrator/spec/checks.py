@@ -12,8 +12,8 @@ from orchestrator.messages import Problems, did_you_mean, unknown_value
 from orchestrator.report.claims import claim_problems
 from orchestrator.report.model import is_number
 from orchestrator.spec.cells import build_trial_config, cell_params, expand_cells, with_source
-from orchestrator.spec.schema import (MODES, PARAM_TYPES, SAFE_NAME, SAMPLERS, SCHEDULERS, STORAGE_SCHEMES,
-                                      SearchParam, SweepSpec, is_uri)
+from orchestrator.spec.schema import (MODES, NAME_RULE, PARAM_TYPES, SAFE_NAME, SAMPLERS, SCHEDULERS,
+                                      STORAGE_SCHEMES, SearchParam, SweepSpec, is_uri)
 from trainables import ConfigError
 from trainables.contract import FAMILIES, TRIAL_KINDS, method_names
 
@@ -23,9 +23,8 @@ CLAIM_ID = re.compile(r"[GTJCP][0-9]+")
 
 def check_spec(spec: SweepSpec, problems: Problems, local_machine: bool) -> None:
     """Checks of the sweep's own fields, then (when cells can be built) of every cell's trial config."""
-    if not SAFE_NAME.fullmatch(spec.name) or spec.name in (".", ".."):
-        problems.add("name", f"{spec.name!r} is not a safe name: use letters, digits, '.', '_', '-' "
-                             "(no path separators or spaces), at most 100 characters")
+    if not SAFE_NAME.fullmatch(spec.name):
+        problems.add("name", f"{spec.name!r} is not a safe name: {NAME_RULE}")
     if spec.trainable not in TRIAL_KINDS:
         problems.add("trainable", unknown_value("value", spec.trainable, list(TRIAL_KINDS)))
         return

@@ -27,6 +27,8 @@ class LoadedSpec:
     spec: SweepSpec
     source: str  # the file (and overrides) it came from, for messages
     yaml_text: str  # the resolved, validated spec as YAML: what the sweep directory keeps
+    # A sweep read back from its directory keeps its local files there, whatever its spec says.
+    directory: Optional[Path] = None
 
     @property
     def remote_dir(self) -> Optional[str]:
@@ -37,6 +39,8 @@ class LoadedSpec:
     def sweep_dir(self) -> Path:
         """The sweep's local directory: its spec copy and Optuna studies, and Ray's experiment unless
         the storage is a URI (then under ./sweeps-runs of the directory the command runs in)."""
+        if self.directory:
+            return self.directory
         local = DEFAULT_STORAGE if is_uri(self.spec.storage) else self.spec.storage or DEFAULT_STORAGE
         return Path(local).resolve() / self.spec.name
 

@@ -16,6 +16,8 @@ SCHEDULERS = ("asha", "none")
 MODES = ("max", "min")
 # Sweep names become directory names, MLflow experiment names and Optuna study names.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+NAME_RULE = ("a letter or digit, then letters, digits, '.', '_', '-' (no path separators, spaces or control "
+             "characters), at most 100 characters")
 DEFAULT_STORAGE = "sweeps-runs"
 # Storage URIs that Ray Tune reaches through pyarrow's filesystems (file:// is the local one).
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")

@@ -1,0 +1,203 @@
+"""Faults inside a sweep, on the shared local Ray cluster with the stand-in trial: a trial that
+raises (retried from its checkpoint, then FAILED with its message), one that diverges, a corrupt
+checkpoint, a worker process killed from outside, and SIGTERM / Ctrl-C of the driver."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import EXIT_STOPPED, main
+from orchestrator.runner import run_sweep
+from orchestrator.spec import expand_cells, load_spec
+from orchestrator.storage import load_sweep_dir
+from orchestrator.sweep_report import read_trials
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
+
+
+def write_sweep(directory: Path, name: str, body: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(f"name: {name}\ntrainable: stand_in\nstorage: {directory / 'runs'}\n"
+                    f"tracking: {{uri: 'sqlite:///{directory / 'mlflow.db'}'}}\n{body}")
+    return path
+
+
+def epoch_rows(path: Path) -> list[tuple[str, int, int, int]]:
+    """(trial key, epoch, resumed-from epoch, worker pid) per epoch the stand-in ran."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        key, _job, epoch, start, pid = line.split()
+        rows.append((key, int(epoch), int(start), int(pid)))
+    return rows
+
+
+def trial_runs(path: Path) -> dict[str, object]:
+    spec = load_spec(path).spec
+    client = MlflowClient(spec.tracking.uri)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment).experiment_id
+    runs = client.search_runs([experiment], f"tags.sweep = '{spec.name}' and tags.role = 'trial'")
+    assert len({r.data.tags["trial_key"] for r in runs}) == len(runs), "a trial has two MLflow runs"
+    return {r.data.tags["trial_key"]: r for r in runs}
+
+
+def parent_status(path: Path) -> str:
+    spec = load_spec(path).spec
+    client = MlflowClient(spec.tracking.uri)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment).experiment_id
+    [parent] = client.search_runs([experiment], f"tags.sweep = '{spec.name}' and tags.role = 'sweep'")
+    return parent.info.status
+
+
+def test_failing_diverging_and_corrupt_trials(tmp_path, capsys):
+    """Cells: plain; diverging at epoch 2; raising at epoch 3 after a corrupt epoch-2 checkpoint;
+    diverging before it could raise. max_failures 1: the raising trial runs twice, the second time
+    from the epoch-1 checkpoint because the epoch-2 one cannot be read, then is FAILED; the sweep
+    goes on and confirms only the plain cell."""
+    epoch_log = tmp_path / "epochs.log"
+    path = write_sweep(tmp_path, "faults", (
+        f"trial: {{epochs: 4, seconds_per_epoch: 0.2, corrupt_checkpoint_at_epoch: 2, epoch_log: '{epoch_log}'}}\n"
+        "grid: {fail_at_epoch: [0, 3], diverge_at_epoch: [0, 2]}\n"
+        "search: {trials_per_cell: 1, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
+        "scheduler: {type: none}\nseeds: [1]\nmax_failures: 1\n"))
+    loaded = load_spec(path)
+    cell = {(c.values["fail_at_epoch"], c.values["diverge_at_epoch"]): c.id for c in expand_cells(loaded.spec)}
+    failing = f"{cell[(3, 0)]}-search-000"
+    outcome = run_sweep(loaded, address=None)
+    assert (outcome.errors, outcome.stopped) == (1, False)
+
+    # Two attempts, the retry from the epoch-1 checkpoint (the epoch-2 one is corrupt).
+    attempts = [(epoch, start) for key, epoch, start, _ in epoch_rows(epoch_log) if key == failing]
+    assert attempts == [(1, 0), (2, 0), (3, 0), (2, 1), (3, 1)], attempts
+
+    trials = {t.key: t for t in read_trials(load_sweep_dir(loaded.sweep_dir))}
+    status = {key: t.status for key, t in trials.items()}
+    assert status == {f"{cell[(0, 0)]}-search-000": "finished", f"{cell[(0, 0)]}-confirm-seed1": "finished",
+                      f"{cell[(0, 2)]}-search-000": "diverged", failing: "failed",
+                      f"{cell[(3, 2)]}-search-000": "diverged"}, status
+    message = "RuntimeError: stand-in failure at epoch 3"
+    assert trials[failing].error == message
+
+    runs = trial_runs(path)
+    assert runs[failing].info.status == "FAILED" and runs[failing].data.tags["error"] == message
+    assert {k: r.info.status for k, r in runs.items() if k != failing} == {k: "FINISHED" for k in status if k != failing}
+    assert runs[f"{cell[(0, 2)]}-search-000"].data.metrics["diverged"] == 1.0
+
+    assert main(["status", str(loaded.sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "(2 diverged, 1 failed, 2 finished)" in out, out
+    assert f"failed {failing}: {message}" in out
+    row = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("c0")}
+    assert row[cell[(0, 2)]] == "1/0/1/0" and row[cell[(3, 0)]] == "1/0/0/1", row
+
+    assert main(["report", str(loaded.sweep_dir)]) == 0
+    report = loaded.sweep_dir / "report"
+    claims = json.loads((report / "claims.json").read_text())
+    assert claims["trials_by_status"] == {"finished": 2, "diverged": 2, "failed": 1}
+    with open(report / "results.csv") as f:
+        errors = {r["key"]: r["error"] for r in csv.DictReader(f)}
+    assert errors[failing] == message and not errors[f"{cell[(0, 2)]}-search-000"]
+    assert "Failed trials" in (report / "report.html").read_text()
+
+
+def test_worker_killed_from_outside_is_retried_from_its_checkpoint(tmp_path):
+    epoch_log = tmp_path / "epochs.log"
+    path = write_sweep(tmp_path, "worker", (
+        f"trial: {{epochs: 5, seconds_per_epoch: 0.5, epoch_log: '{epoch_log}'}}\n"
+        "search: {trials_per_cell: 1, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
+        "scheduler: {type: none}\nseeds: []\n"))
+    loaded = load_spec(path)
+    killed: list[int] = []
+
+    def kill_worker_at_epoch_3() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rows = epoch_rows(epoch_log)
+            if rows and rows[-1][1] >= 3:
+                killed.append(rows[-1][3])
+                os.kill(rows[-1][3], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_worker_at_epoch_3)
+    killer.start()
+    outcome = run_sweep(loaded, address=None)
+    killer.join()
+    assert killed and (outcome.errors, outcome.stopped) == (0, False)
+    rows = epoch_rows(epoch_log)
+    after = [(epoch, start) for _, epoch, start, pid in rows if pid != killed[0]]
+    # The new worker went on from a checkpoint the dead one had made (epoch 2 or 3), to the end, once.
+    assert after and after[0][1] >= 2 and [e for e, _ in after] == list(range(after[0][1] + 1, 6)), rows
+    [trial] = read_trials(load_sweep_dir(loaded.sweep_dir))
+    assert trial.status == "finished" and trial.metrics["epoch"] == 5
+    [run] = trial_runs(path).values()
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_driver_marks_killed_and_resumes(tmp_path, ray_cluster, stop):
+    """SIGTERM or Ctrl-C: each running trial goes on to its next checkpoint, the driver ends with 130,
+    the unfinished trials' runs and the parent are KILLED; `resume` finishes from those checkpoints."""
+    epoch_log = tmp_path / "epochs.log"
+    path = write_sweep(tmp_path, "stopped", (
+        f"trial: {{epochs: 6, seconds_per_epoch: 1.5, epoch_log: '{epoch_log}'}}\n"
+        "grid: {offset: [0.0, 10.0]}\n"
+        "search: {trials_per_cell: 2, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
+        "scheduler: {type: none}\nseeds: [1]\n"))
+    sweep_dir = tmp_path / "runs" / "stopped"
+    cli = [sys.executable, "-m", "orchestrator.cli"]
+    driver = subprocess.Popen([*cli, "run", str(path), "--address", ray_cluster], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # When each epoch's line appeared: an epoch logged just before the signal may reach the driver
+    # after it and count as the trial's next checkpoint, so only older lines say where a trial stood.
+    seen: dict[tuple[str, int], float] = {}
+    deadline = time.monotonic() + 120
+    while True:
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        now = time.monotonic()
+        for key, epoch, _, _ in epoch_rows(epoch_log):
+            seen.setdefault((key, epoch), now)
+        settled = {(key, epoch) for (key, epoch), at in seen.items() if now - at >= 0.3}
+        latest = {key: max(e for k, e in seen if k == key) for key, _ in seen}
+        # Signal while a trial is past epoch 2, mid-epoch, its last line long since reported.
+        if any(2 <= epoch < 6 and (key, epoch) in settled for key, epoch in latest.items()):
+            break
+        time.sleep(0.05)
+    at_signal: dict[str, int] = defaultdict(int)
+    for key, epoch in settled:
+        at_signal[key] = max(at_signal[key], epoch)
+    running = {key for key, epoch in latest.items() if epoch < 6}
+    driver.send_signal(stop)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == EXIT_STOPPED, err[-3000:]
+    assert "Traceback" not in err and "Tuner.restore" not in err, err[-3000:]
+    assert f"`dualsweep resume {sweep_dir}` continues" in err
+    before_resume = epoch_rows(epoch_log)
+    runs = trial_runs(path)
+    assert {runs[key].info.status for key in running} == {"KILLED"}
+    assert parent_status(path) == "KILLED"
+
+    resumed = subprocess.run([*cli, "resume", str(sweep_dir), "--address", ray_cluster], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = epoch_rows(epoch_log)[len(before_resume):]
+    for key in running:
+        starts = [start for k, _, start, _ in after if k == key]
+        # Each trial running at the signal checkpointed once more before the driver ended.
+        assert starts and min(starts) >= at_signal[key] + 1, (key, at_signal[key], starts)
+    trials = read_trials(load_sweep_dir(sweep_dir))
+    assert len(trials) == 6 and {t.status for t in trials} == {"finished"}
+    assert {r.info.status for r in trial_runs(path).values()} == {"FINISHED"} and len(trial_runs(path)) == 6
+    assert parent_status(path) == "FINISHED"
