@@ -3,9 +3,9 @@ allowed>`, collected so that one run of `validate` reports all of them. The "did
 is trainables' own (trainables.errors), so a trial and a sweep say it the same way."""
 from __future__ import annotations
 
-from trainables.errors import did_you_mean, unknown_value
+from trainables.errors import did_you_mean, one_line, unknown_value
 
-__all__ = ["SpecError", "Problems", "first_line", "did_you_mean", "unknown_value"]
+__all__ = ["SpecError", "Problems", "first_line", "did_you_mean", "one_line", "unknown_value"]
 
 
 class SpecError(Exception):
@@ -25,7 +25,8 @@ class Problems:
         self.lines: list[str] = []
 
     def add(self, key: str, message: str) -> None:
-        line = f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}"
+        # Keys and values are quoted as the file or command line has them: escaped to stay one line.
+        line = one_line(f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}")
         if line not in self.lines:
             self.lines.append(line)
 

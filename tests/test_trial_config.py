@@ -8,6 +8,7 @@ from orchestrator.cli import main
 from trainables import ConfigError, train
 from trainables.config import trial_config, warmup_epochs
 from trainables.contract import TRIAL_KINDS
+from trainables.data import DATASETS, dataset_options, load_data
 
 
 def test_defaults_and_merge():
@@ -49,6 +50,62 @@ def test_batch_of_one_is_a_config_error_not_a_batch_norm_traceback():
     """`dualsweep train method=vicreg data.name=digits batch_size=1` ended in BatchNorm's ValueError."""
     with pytest.raises(ConfigError, match="batch_size: must be >= 2"):
         train({"method": "vicreg", "data": {"name": "digits"}, "batch_size": 1, "epochs": 1})
+
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"batch_size": 1}, "batch_size: must be >= 2"),
+    ({"epochs": 0}, "epochs: must be a positive integer, got 0"),
+    ({"epochs": -5}, "epochs: must be a positive integer, got -5"),
+    ({"model": {"projector": "0"}}, "model.projector: '0' is not a layer spec"),
+    ({"model": {"projector": "512-0-128"}}, "model.projector: '512-0-128' is not a layer spec"),
+    ({"batch_size": 1439}, "batch_size: 1439 is larger than the 1438 training samples of digits"),
+    ({"batch_size": 1134, "data": {"test_fraction": 0.37}}, "larger than the 1133 training samples of digits"),
+    ({"batch_size": 128, "data": {"name": "sparse_coding", "options": {"n": 100}}},
+     "batch_size: 128 is larger than the 100 training samples of sparse_coding"),
+    ({"batch_size": 1500, "data": {"name": "digits_clutter"}},
+     "larger than the 1438 training samples of digits_clutter"),
+    ({"batch_size": 5000, "data": {"name": "digits_clutter", "options": {"composites": 3, "pair_views": False}}},
+     "larger than the 4314 training samples of digits_clutter"),
+    ({"batch_size": 2000, "data": {"name": "randbit", "options": {"base": "digits"}}},
+     "larger than the 1438 training samples of randbit"),
+])
+def test_degenerate_trials_are_refused_at_validation(config, fragment):
+    """Settings that cannot train (a batch of one, no epochs, a zero-width projector layer, a batch
+    larger than the training split) are refused by the validation a sweep runs before Ray starts,
+    which loads no data; not by BatchNorm or an empty epoch later."""
+    with pytest.raises(ConfigError) as info:
+        TRIAL_KINDS["ssl"].validate(config)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_train_refuses_a_batch_larger_than_the_data_before_loading_it(capsys):
+    assert main(["train", "data.name=sparse_coding", "data.options.n=64", "batch_size=65"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("dualsweep: error: batch_size: 65 is larger than the 64 training samples of sparse_coding with "
+                   "these data settings; allowed: 2 to 64\n")
+
+
+@pytest.mark.parametrize("data", [
+    {"name": "digits"},
+    {"name": "digits", "test_fraction": 0.37},
+    {"name": "digits_clutter", "options": {"composites": 2, "lines": 0}},
+    {"name": "digits_clutter", "options": {"composites": 3, "pair_views": False, "lines": 0}},
+    {"name": "randbit", "options": {"base": "digits", "bits": 2}},
+    {"name": "sparse_coding", "options": {"n": 100, "n_test": 10}},
+    {"name": "gaussian_aug", "options": {"n": 64, "n_test": 8}},
+    {"name": "isotropic", "options": {"n": 50, "n_test": 8}},
+])
+def test_stated_train_size_is_the_loaded_one(data):
+    cfg = trial_config({"data": data}).data
+    assert dataset_options(cfg).train_size(cfg) == len(load_data(cfg).train)
+
+
+def test_only_datasets_on_disk_leave_the_batch_check_to_load_time():
+    """Every generated dataset states its training split's size from the config; only those read from
+    data.root learn it by loading (trainables.train checks the batch there)."""
+    for name, entry in DATASETS.items():
+        cfg = trial_config({"data": {"name": name}}).data
+        assert (entry.options().train_size(cfg) is None) == entry.needs_root, name
 
 
 @pytest.mark.parametrize("config,fragment", [

@@ -4,8 +4,9 @@ with the whole trial config, in trainables.contract."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -113,8 +114,16 @@ def trial_config(config: dict | DictConfig | None = None) -> DictConfig:
     base = OmegaConf.structured(TrialConfig)
     try:
         merged = OmegaConf.merge(base, config or {})
-    except OmegaConfBaseException as exc:
-        raise ConfigError(omegaconf_message(exc)) from None
+        # Interpolations (${...}) are resolved here, so that a bad one is this one-line error.
+        OmegaConf.resolve(merged)
+    except (OmegaConfBaseException, TypeError) as exc:
+        if getattr(exc, "full_key", None):
+            raise ConfigError(omegaconf_message(exc)) from None
+        located = merge_problem(base, config or {})
+        raise ConfigError(": ".join(located) if located else str(exc).splitlines()[0]) from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"{missing[0]}: '???' (OmegaConf's missing value) is not a value; set one")
     check_ranges(merged)
     return merged
 
@@ -179,6 +188,68 @@ def structured_options(schema: type, user: dict, key: str, noun: str, owner: str
             raise ConfigError(f"{key}.{name}: not {noun} of {owner}; allowed: {', '.join(allowed) or 'none'}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), user)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{key}.{getattr(exc, 'key', None)}: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+    except (OmegaConfBaseException, TypeError) as exc:
+        where, message = merge_problem(OmegaConf.structured(schema), user) or (getattr(exc, "key", None),
+                                                                              str(exc).splitlines()[0])
+        raise ConfigError(f"{key}.{where}: {message}") from None
+    options = OmegaConf.to_object(merged)
+    problem = next(scalar_list_problems(options, f"{key}."), None)
+    if problem:
+        raise ConfigError(": ".join(problem))
+    return options
+
+
+def merge_problem(base: DictConfig, update: dict | DictConfig, path: tuple = ()) -> tuple[str, str] | None:
+    """(dotted key, message) for the first key of `update` that cannot be merged into `base`, each key
+    tried alone from the top down: OmegaConf names no key for a list where a mapping belongs (a bare
+    TypeError) nor for a section given a scalar. None where every key merges alone."""
+    if isinstance(update, DictConfig):
+        update = OmegaConf.to_container(update)
+    for key, value in update.items():
+        where = (*path, key)
+        exc = merge_exception(base, where, value)
+        if exc is None:
+            continue
+        if isinstance(value, dict) and merge_exception(base, where, {}) is None:
+            inner = merge_problem(base, value, where)
+            if inner:
+                return inner
+        name = ".".join(map(str, where))
+        if isinstance(exc, TypeError):
+            given, belongs = ("a list", "a mapping") if isinstance(value, list) else ("a mapping", "a list")
+            return name, f"wrong type: {given} where {belongs} belongs"
+        if not isinstance(value, dict) and merge_exception(base, where, {}) is None:
+            return name, f"wrong type: {value!r} where a mapping belongs"
+        return name, str(exc).splitlines()[0]
+    return None
+
+
+def merge_exception(base: DictConfig, where: tuple, value: Any) -> Exception | None:
+    """What merging `value` at the key path `where` into `base` raises, if anything."""
+    for key in reversed(where):
+        value = {key: value}
+    try:
+        OmegaConf.merge(base, value)
+    except (OmegaConfBaseException, TypeError) as exc:
+        return exc
+    return None
+
+
+def scalar_list_problems(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, message) for each list that a dataclass types as scalars (seeds: list[int])
+    but that holds a list or a mapping, which OmegaConf lets through; at any depth of `node`."""
+    if dataclasses.is_dataclass(node):
+        hints = typing.get_type_hints(type(node))
+        for f in dataclasses.fields(node):
+            value, key, hint = getattr(node, f.name), f"{prefix}{f.name}", hints[f.name]
+            scalar_list = typing.get_origin(hint) is list and typing.get_args(hint)[0] in (int, float, str, bool)
+            if not scalar_list:
+                yield from scalar_list_problems(value, key + ".")
+            elif isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value):
+                yield key, f"must be a list of {typing.get_args(hint)[0].__name__} values, got {value!r}"
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from scalar_list_problems(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from scalar_list_problems(value, f"{prefix[:-1]}[{index}].")

@@ -65,7 +65,7 @@ def ssl_trial_config(config: dict | DictConfig) -> DictConfig:
     BACKBONES.get(cfg.model.backbone, key="model.backbone")
     parse_layer_spec(cfg.model.projector, "model.projector")
     resolve_placement(cfg.device, cfg.precision, cfg.model.backbone)
-    check_data(cfg.data)
+    check_data(cfg.data, cfg.batch_size)
     return cfg
 
 

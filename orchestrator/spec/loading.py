@@ -20,6 +20,7 @@ from orchestrator.spec.cells import expand_cells
 from orchestrator.spec.checks import check_spec
 from orchestrator.spec.plan import max_seeds, planned_trials, sweep_confidence, sweep_looks
 from orchestrator.spec.schema import DEFAULT_STORAGE, PARAM_TYPES, SearchParam, SweepSpec, is_uri
+from trainables.config import merge_problem, scalar_list_problems
 
 
 @dataclass
@@ -82,7 +83,12 @@ def load_spec(path: str | Path, overrides: list[str] = (), cluster_address: str 
     except OverrideError as exc:
         problems.add("", str(exc))
         problems.raise_if_any()
-    merged = OmegaConf.merge(normalize(raw), normalize(override_raw))
+    try:
+        merged = OmegaConf.merge(normalize(raw), normalize(override_raw))
+    except TypeError as exc:
+        located = merge_problem(OmegaConf.create(normalize(raw)), normalize(override_raw))
+        problems.add(*located or ("", first_line(exc)))
+        problems.raise_if_any()
     check_scale(merged, problems)
     problems.raise_if_any()
     try:
@@ -96,6 +102,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), cluster_address: str 
     # A section that failed to merge keeps its (valid) defaults, so the checks still run and report
     # the other sections' problems too.
     spec: SweepSpec = OmegaConf.to_object(typed)
+    for key, message in scalar_list_problems(spec):
+        problems.add(key, message)
+    problems.raise_if_any()
     check_spec(spec, problems, local_machine=not (cluster_address or os.environ.get("RAY_ADDRESS")))
     problems.raise_if_any()
     finalize(spec)
@@ -168,8 +177,11 @@ def typed_merge(resolved: dict, problems: Problems):
             continue
         try:
             config = OmegaConf.merge(config, {key: value})
-        except OmegaConfBaseException as exc:
-            problems.add(*omegaconf_problem(exc))
+        except (OmegaConfBaseException, TypeError) as exc:
+            if getattr(exc, "full_key", None):
+                problems.add(*omegaconf_problem(exc))
+            else:
+                problems.add(*merge_problem(config, {key: value}) or (key, first_line(exc)))
     if OmegaConf.is_missing(config, "name"):
         problems.add("name", "required: a short name for the sweep (letters, digits, '.', '_', '-')")
     for index, claim in enumerate(config.claims):

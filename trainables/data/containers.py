@@ -128,6 +128,11 @@ class DatasetOptions:
     def check(self) -> None:
         """Raise ConfigError for values the types allow but the dataset does not (see require_option)."""
 
+    def train_size(self, cfg: DictConfig) -> int | None:
+        """How many samples the training split (what a batch is drawn from) will hold, from the trial's
+        `data` section and these options alone; None where only loading tells (a folder on disk)."""
+        return None
+
 
 def require_option(condition: bool, key: str, message: str) -> None:
     if not condition:
@@ -184,11 +189,15 @@ def dataset_root(cfg: DictConfig) -> Path | None:
     return root
 
 
-def check_data(cfg: DictConfig) -> None:
-    """The trial's `data` section against the registry, in place: a known dataset, its options, and
-    `data.root` made absolute (a trial runs in a working directory of Ray's, where a relative root
-    would point elsewhere). Raises ConfigError."""
-    dataset_options(cfg)
+def check_data(cfg: DictConfig, batch_size: int) -> None:
+    """The trial's `data` section against the registry, in place: a known dataset, its options, a
+    training split that holds at least one batch of `batch_size` where its size is known before
+    loading, and `data.root` made absolute (a trial runs in a working directory of Ray's, where a
+    relative root would point elsewhere). Raises ConfigError."""
+    size = dataset_options(cfg).train_size(cfg)
+    if size is not None and batch_size > size:
+        raise ConfigError(f"batch_size: {batch_size} is larger than the {size} training samples of {cfg.name} "
+                          f"with these data settings; allowed: 2 to {size}")
     root = dataset_root(cfg)
     if root is not None:
         cfg.root = str(root)

@@ -39,13 +39,23 @@ def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1].astype(np.int64)
 
 
+# Samples per class (0..9) of scikit-learn's digits: the training split's size is known without
+# reading the file (tests/test_trial_config.py checks it against the file).
+DIGIT_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+
+
+def held_out_count(class_count: int, test_fraction: float) -> int:
+    """How many samples of a class the stratified split holds out."""
+    return round(class_count * test_fraction)
+
+
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train and test indices with each class's share of the test split rounded from `test_fraction`."""
     rng = np.random.default_rng(seed)
     test = []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        test.append(members[:round(len(members) * test_fraction)])
+        test.append(members[:held_out_count(len(members), test_fraction)])
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[np.concatenate(test)] = True
     return rng.permutation(np.flatnonzero(~is_test)), rng.permutation(np.flatnonzero(is_test))
@@ -63,8 +73,19 @@ def digit_sources(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return as_images(x[train]), torch.tensor(y[train]), as_images(x[test]), torch.tensor(y[test])
 
 
-@DATASETS.register_dataset("digits")
-def digits(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
+def digit_train_count(cfg: DictConfig) -> int:
+    """Source digits in the training split."""
+    return sum(count - held_out_count(count, cfg.test_fraction) for count in DIGIT_CLASS_COUNTS)
+
+
+@dataclass
+class DigitsOptions(DatasetOptions):
+    def train_size(self, cfg: DictConfig) -> int:
+        return digit_train_count(cfg)
+
+
+@DATASETS.register_dataset("digits", DigitsOptions)
+def digits(cfg: DictConfig, options: DigitsOptions) -> DataBundle:
     x_train, y_train, x_test, y_test = digit_sources(cfg)
     train, test = TensorSamples(x_train, y_train), TensorSamples(x_test, y_test)
     return in_memory_image_bundle(cfg, train, test, 10, (float(x_train.mean()),), (float(x_train.std()),))
@@ -93,6 +114,10 @@ class CompositeOptions(DatasetOptions):
 
     def canvas_side(self) -> int:
         raise NotImplementedError
+
+    def train_size(self, cfg: DictConfig) -> int:
+        # With pair_views a training sample is a source digit's stack of composites.
+        return digit_train_count(cfg) * (1 if self.pair_views else self.composites)
 
 
 def place_digits(digits: torch.Tensor, side: int, o: CompositeOptions, gen: torch.Generator) -> torch.Tensor:

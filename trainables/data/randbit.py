@@ -27,8 +27,14 @@ class RandBitOptions(DatasetOptions):
     def check(self) -> None:
         require_option(self.bits >= 0, "bits", f"must be >= 0, got {self.bits}")
         require_option(self.base != "randbit", "base", "randbit cannot wrap itself")
+        self.base_dataset_options().check()
+
+    def train_size(self, cfg: DictConfig) -> int | None:
+        return self.base_dataset_options().train_size(cfg)
+
+    def base_dataset_options(self) -> DatasetOptions:
         entry = DATASETS.get(self.base, key="data.options.base")
-        structured_options(entry.options, self.base_options, "data.options.base_options", "an option", self.base).check()
+        return structured_options(entry.options, self.base_options, "data.options.base_options", "an option", self.base)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ class SampleCounts(DatasetOptions):
     def check(self) -> None:
         require_option(self.n > 0 and self.n_test > 0, "n", f"n and n_test must be > 0, got {self.n}, {self.n_test}")
 
+    def train_size(self, cfg: DictConfig) -> int:
+        return self.n
+
 
 def split(x: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[TensorSamples, TensorSamples]:
     return TensorSamples(x[:n], labels[:n]), TensorSamples(x[n:], labels[n:])
