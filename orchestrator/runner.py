@@ -95,8 +95,9 @@ class GracefulStop(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.running.add(trial.trial_id)
 
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        self.checkpointed(trial)  # every result of a sweep's trial comes with its checkpoint
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        # Tune registers the checkpoint in the same step, so the final snapshot holds it.
+        self.checkpointed(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.running.discard(trial.trial_id)

@@ -160,25 +160,27 @@ def test_stopped_driver_marks_killed_and_resumes(tmp_path, ray_cluster, stop):
     cli = [sys.executable, "-m", "orchestrator.cli"]
     driver = subprocess.Popen([*cli, "run", str(path), "--address", ray_cluster], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # When each epoch's line appeared: an epoch logged just before the signal may reach the driver
-    # after it and count as the trial's next checkpoint, so only older lines say where a trial stood.
-    seen: dict[tuple[str, int], float] = {}
+    # Where each running trial stood: the last epoch the driver logged to MLflow at least 0.5 s ago
+    # (its checkpoint is registered just after), so the trial must checkpoint once more after the
+    # signal. An epoch logged since may be the one that counts as the next checkpoint.
+    client = MlflowClient(load_spec(path).spec.tracking.uri)
+    first_seen: dict[tuple[str, int], float] = {}
     deadline = time.monotonic() + 120
     while True:
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        experiment = client.get_experiment_by_name("stopped")
+        runs = client.search_runs([experiment.experiment_id], "tags.role = 'trial' and attributes.status = 'RUNNING'") \
+            if experiment else []
         now = time.monotonic()
-        for key, epoch, _, _ in epoch_rows(epoch_log):
-            seen.setdefault((key, epoch), now)
-        settled = {(key, epoch) for (key, epoch), at in seen.items() if now - at >= 0.3}
-        latest = {key: max(e for k, e in seen if k == key) for key, _ in seen}
-        # Signal while a trial is past epoch 2, mid-epoch, its last line long since reported.
-        if any(2 <= epoch < 6 and (key, epoch) in settled for key, epoch in latest.items()):
+        at_signal = {}
+        for run in runs:
+            key, epoch = run.data.tags["trial_key"], int(run.data.metrics.get("epoch", 0))
+            settled = now - first_seen.setdefault((key, epoch), now) >= 0.5
+            at_signal[key] = epoch if settled else epoch - 1
+        if any(2 <= epoch < 6 for epoch in at_signal.values()):
             break
-        time.sleep(0.05)
-    at_signal: dict[str, int] = defaultdict(int)
-    for key, epoch in settled:
-        at_signal[key] = max(at_signal[key], epoch)
-    running = {key for key, epoch in latest.items() if epoch < 6}
+        time.sleep(0.1)
+    running = set(at_signal)
     driver.send_signal(stop)
     out, err = driver.communicate(timeout=120)
     assert driver.returncode == EXIT_STOPPED, err[-3000:]
@@ -195,6 +197,8 @@ def test_stopped_driver_marks_killed_and_resumes(tmp_path, ray_cluster, stop):
     after = epoch_rows(epoch_log)[len(before_resume):]
     for key in running:
         starts = [start for k, _, start, _ in after if k == key]
+        if at_signal[key] <= 0:
+            continue  # no checkpoint yet when the signal came: nothing to keep
         # Each trial running at the signal checkpointed once more before the driver ended.
         assert starts and min(starts) >= at_signal[key] + 1, (key, at_signal[key], starts)
     trials = read_trials(load_sweep_dir(sweep_dir))

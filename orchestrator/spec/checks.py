@@ -47,6 +47,8 @@ def check_spec(spec: SweepSpec, problems: Problems, local_machine: bool) -> None
     check_resources(spec, problems, local_machine)
     if spec.max_concurrent < 0:
         problems.add("max_concurrent", f"must be >= 0 (0: as many trials as fit), got {spec.max_concurrent}")
+    if spec.max_failures < -1:
+        problems.add("max_failures", f"must be >= 0 (retries of a failed trial; -1: no limit), got {spec.max_failures}")
     if is_uri(spec.storage):
         scheme, _, rest = spec.storage.partition("://")
         if scheme not in STORAGE_SCHEMES:

@@ -110,6 +110,9 @@ class SweepSpec:
     seed: int = 0
     # Trials running at once; 0: as many as the cluster's resources fit.
     max_concurrent: int = 0
+    # Retries of a trial that raised (or whose worker died), each from its last checkpoint; after
+    # that it is FAILED and the sweep goes on. -1: retry without limit.
+    max_failures: int = 1
     # Folder (local or shared, e.g. NFS) under which the sweep directory <name>/ is made, or a
     # storage URI such as s3://bucket/sweeps; None: ./sweeps-runs.
     storage: Optional[str] = None
