@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-ui bench clean
+.PHONY: install demo test test-ui test-cluster bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,19 @@ demo: install
 
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "not browser" tests
+	$(BIN)/python -m pytest -q -m "not browser and not cluster" tests
 
 # The pages in a real browser: Debian's Chromium and ChromeDriver, installed when missing.
 test-ui: install
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
 	$(BIN)/python -m pytest -q -m browser tests
+
+# Multi-node Ray clusters started on this machine (loopback), job submission and S3 storage (moto):
+# needs the `cluster` extra (ray[default], moto).
+test-cluster: install
+	$(BIN)/python -m pip install -q -e '.[dev,cluster]'
+	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py
 
 bench: install
 	$(BIN)/python benchmarks/trial_throughput.py

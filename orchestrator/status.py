@@ -24,6 +24,11 @@ def status_table(sweep_dir: Path) -> str:
     analysis = analyze(info, trials)
     states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.status for t in trials).items())) or "none started"
     lines = [f"sweep {spec.name}: {len(trials)} of {info.planned_text} planned trials ({states})"]
+    retried = [t for t in trials if t.retries]
+    if retried:
+        lines.append(f"retries after failures: {sum(t.retries for t in retried)} ("
+                     + ", ".join(f"{t.key} {t.retries}" for t in retried[:MAX_FAILURES_LISTED])
+                     + (", ..." if len(retried) > MAX_FAILURES_LISTED else "") + ")")
     if info.stopped:
         lines.append(f"seeds until decided: {info.stopped}")
     lines.append(f"{'cell':5} {'search ran/stopped/diverged/failed':>35} {'best ' + spec.metric:>14} "

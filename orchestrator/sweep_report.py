@@ -93,6 +93,8 @@ def read_trials(loaded: LoadedSpec) -> list[TrialRecord]:
             history=history, spectra=read_spectra(trial),
             provenance={k: str(v) for k, v in provenance.items()} if isinstance(provenance, dict) else {},
             epochs_planned=int(where["epochs"]),
+            # Every failure but a failed trial's last one was followed by a retry.
+            retries=trial.num_failures - (trial.status == "ERROR"),
         ))
     return records
 

@@ -18,6 +18,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a claim reproduction of several seconds of whole trials; "
                                        "`make test` runs it, `-m 'not slow'` skips it in a quick loop")
     config.addinivalue_line("markers", "browser: rendered in headless Chromium; run by `make test-ui`, not `make test`")
+    config.addinivalue_line("markers", "cluster: starts its own multi-node Ray cluster; run by `make test-cluster`, "
+                                       "not `make test`")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Where a trial's numbers come from, as a dict of strings that every epoch's report carries under
 PROVENANCE_KEY: the code (dualsweep's version, the git commit of the source tree and whether it had
 uncommitted changes, the versions of torch, ray, optuna, mlflow), the device, and a fingerprint of
-the data (dataset, split seed and a short sha256 of what was read or generated)."""
+the data (dataset, split seed and a short sha256 of what was read or generated). Under Ray Tune the
+entry point adds the id of the Ray node that ran the epoch (RAY_NODE_KEY)."""
 from __future__ import annotations
 
 import functools
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from trainables.data import DataBundle, FolderImages, TensorSamples
 
 PROVENANCE_KEY = "provenance"
+RAY_NODE_KEY = "ray_node_id"
 # Looked up in the installed distributions' metadata, never imported: ray, optuna and mlflow are no
 # dependency of a trial.
 PACKAGES = ("torch", "ray", "optuna", "mlflow")

@@ -16,6 +16,7 @@ import ray
 from ray import tune
 
 from trainables.errors import CheckpointError
+from trainables.provenance import PROVENANCE_KEY, RAY_NODE_KEY
 from trainables.stand_in import train_stand_in
 from trainables.train import train
 
@@ -30,9 +31,14 @@ def run_under_tune(train_fn: TrainFunction, trial_config: dict) -> None:
     """Run `train_fn(config, report, resume_from)` inside a Tune trial: every report becomes a Tune
     result with a checkpoint (copied by Tune before the trainable deletes its directory), and a
     retried or restored trial resumes from its latest checkpoint; from the one before when that
-    cannot be read (the sweep keeps two), and from the start when none can."""
+    cannot be read (the sweep keeps two), and from the start when none can. The provenance of every
+    result names the Ray node the trial runs on (a retried trial may run on another node)."""
+    node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
+        provenance = metrics.get(PROVENANCE_KEY)
+        if isinstance(provenance, dict):
+            metrics = {**metrics, PROVENANCE_KEY: {**provenance, RAY_NODE_KEY: node_id}}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
     latest = tune.get_checkpoint()

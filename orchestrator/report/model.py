@@ -47,6 +47,7 @@ class TrialRecord:
     run_id: Optional[str] = None  # MLflow run id
     epochs_planned: int = 0
     error: Optional[str] = None  # a failed trial's exception, "Type: message"
+    retries: int = 0  # times Ray restarted the trial after a failure (a lost node, an exception)
 
     @property
     def ended(self) -> bool:
