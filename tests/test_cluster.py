@@ -259,15 +259,18 @@ def test_lost_node_trials_retried_on_the_other(clusters, env, tmp_path):
 
 
 @pytest.fixture
-def s3(env) -> Iterator[str]:
-    """An S3-compatible server on loopback (moto's), reached by every process of the test through
-    the standard AWS variables; yields the sweeps' storage URI."""
+def s3(env, monkeypatch) -> Iterator[str]:
+    """An S3-compatible server on loopback (moto's), reached by every process of the test (this one
+    too) through the standard AWS variables; yields the sweeps' storage URI."""
     port = free_port()
     server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
+        aws = dict(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
                    AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        env.update(aws)
+        for name, value in aws.items():
+            monkeypatch.setenv(name, value)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -368,7 +371,7 @@ def command_form(command: str) -> tuple[tuple[str, ...], set[str]]:
     return head, {w.split("=", 1)[0] for w in words if w.startswith("--")}
 
 
-def tested_form(command: list[str]) -> tuple[tuple[str, ...], set[str]]:
+def form_of_tested(command: list[str]) -> tuple[tuple[str, ...], set[str]]:
     return command_form(shlex.join([Path(command[0]).name, *command[1:]]))
 
 
@@ -386,8 +389,8 @@ def test_deploy_files_run_the_tested_commands():
     import ray.autoscaler
 
     jsonschema.validate(cluster, json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text()))
-    head = tested_form(head_command(6379, 8265, "node_a"))
-    worker = tested_form(worker_command("127.0.0.1:6379", "node_b"))
+    head = form_of_tested(head_command(6379, 8265, "node_a"))
+    worker = form_of_tested(worker_command("127.0.0.1:6379", "node_b"))
     for command in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]:
         if command == "ray stop":
             continue
