@@ -23,6 +23,7 @@ from orchestrator.progress import ProgressLog
 from orchestrator.scheduler import CellASHA, SchedulerState
 from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import SWEEP_KEY, Cell, LoadedSpec, expand_cells, planned_trials, sweep_info
+from orchestrator.spec.schema import TRIAL_DRIVER_CPU
 from orchestrator.storage import (TUNE_DIR, create_sweep_dir, driver_lock, ensure_new_sweep, load_sweep_dir, optuna_url,
                                   tune_path)
 from orchestrator.tracking import MlflowTracking, check_store, end_parent_run, start_parent_run
@@ -31,8 +32,10 @@ from trainables.contract import TRIAL_KINDS
 log = logging.getLogger(__name__)
 
 # Ray snapshots its experiment state at most this often (seconds). Optuna and MLflow are written at
-# once, so a short period keeps Ray's view of a killed sweep close to theirs; at a sweep's trial
-# counts a snapshot costs milliseconds.
+# once, so a short period keeps Ray's view of a killed sweep close to theirs, and a resumed trial
+# loses no epoch beyond its last checkpoint. A snapshot writes every trial's state (about 20 KB a
+# trial): milliseconds for tens of trials, about 0.1 s for a thousand (benchmarks/load_test.py), the
+# one cost of the driver that grows with the sweep.
 SNAPSHOT_PERIOD_S = "1"
 
 
@@ -168,10 +171,10 @@ def trial_slots(loaded: LoadedSpec) -> int:
     """Trials the cluster can run at once. Tune keeps only one trial pending for a custom searcher,
     so short trials would run one at a time: every trial slot gets a pending trial instead."""
     available = ray.cluster_resources()
-    resources = loaded.spec.resources
-    slots = available.get("CPU", 1.0) / resources.cpu
-    if resources.gpu:
-        slots = min(slots, available.get("GPU", 0.0) / resources.gpu)
+    cpu, gpu = loaded.spec.resources.per_trial()
+    slots = available.get("CPU", 1.0) / cpu
+    if gpu:
+        slots = min(slots, available.get("GPU", 0.0) / gpu)
     if loaded.spec.max_concurrent:
         slots = min(slots, loaded.spec.max_concurrent)
     return max(1, int(slots))
@@ -183,6 +186,10 @@ def tune_environment() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # The automatic TensorBoard logger costs seconds at start; build_tuner adds the JSON one back.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # A tracking server that is down: fail a write at once (MLflow would retry it for minutes,
+    # stalling the sweep); MlflowTracking keeps it and tries again.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -197,8 +204,13 @@ def entry_point(trainable: str) -> Callable[[dict], None]:
 
 
 def trainable_with_resources(loaded: LoadedSpec):
-    spec = loaded.spec
-    return tune.with_resources(entry_point(spec.trainable), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    spec, r = loaded.spec, loaded.spec.resources
+    if r.workers == 1:
+        return tune.with_resources(entry_point(spec.trainable), {"cpu": r.cpu, "gpu": r.gpu})
+    # A data-parallel trial: the Tune trial drives the Ray Train run of its workers, which Ray Train
+    # places itself (its own placement group), so Tune reserves only the driver.
+    trainable = tune.with_parameters(entry_point(spec.trainable), worker_cpu=r.cpu, worker_gpu=r.gpu)
+    return tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
 
 
 def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], verbose: int):
@@ -218,7 +230,9 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
         trainable_with_resources(loaded),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=planned_trials(spec, cells),
-            max_concurrent_trials=spec.max_concurrent or None,
+            # Tune sees only a data-parallel trial's driver: it must not start trials whose workers
+            # the cluster cannot hold (each Ray Train run would wait for them).
+            max_concurrent_trials=trial_slots(loaded) if spec.resources.workers > 1 else spec.max_concurrent or None,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
             # Keeps worker processes (and their imported torch) from one trial to the next.
             reuse_actors=True,
@@ -230,6 +244,9 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
             # snapshot pointing at a deleted checkpoint and the trial cannot be restored.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # With a storage URI, Tune uploads its snapshot at most every sync_period (300 s by
+            # default): a cluster lost in between would leave minutes of checkpoints unknown to a resume.
+            sync_config=tune.SyncConfig(sync_period=int(SNAPSHOT_PERIOD_S)),
         ),
     )
 

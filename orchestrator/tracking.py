@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
@@ -38,6 +39,10 @@ MAX_PARAM_LENGTH = 6000
 RUN_TAGS = ("sweep", "cell", "cell_label", "phase", "method", "family", "seed")
 # A trial's provenance (versions, commit, device, data fingerprint) becomes tags with this prefix.
 PROVENANCE_TAG = "provenance."
+# MLflow's own refusals of a write: final, unlike a store that cannot be reached.
+REFUSED = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"}
+# While the store cannot be reached, queued writes are tried again this often (seconds).
+RETRY_S = 10.0
 # MLflow 3 opens an experiment on its GenAI pages unless it is marked as model training.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -92,8 +97,15 @@ def artifact_location(uri: str, experiment: str) -> Optional[str]:
 
 
 def find_runs(client: MlflowClient, experiment: str, **tags: str) -> list:
+    """Every run of the experiment with these tags: MLflow returns at most a page per search."""
     query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
-    return client.search_runs([experiment], filter_string=query, max_results=1000)
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment], filter_string=query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def start_parent_run(loaded: LoadedSpec, cells: int, trials: int) -> tuple[str, str]:
@@ -119,7 +131,11 @@ def start_parent_run(loaded: LoadedSpec, cells: int, trials: int) -> tuple[str, 
 
 
 def end_parent_run(uri: str, run_id: str, status: str) -> None:
-    MlflowClient(uri).set_terminated(run_id, status)
+    try:
+        MlflowClient(uri).set_terminated(run_id, status)
+    except Exception as exc:  # whatever the store raised: the sweep's results are in its storage
+        log.warning("the sweep's MLflow run was not marked %s (%s); `dualsweep resume` marks it once the store "
+                    "is back", status, one_line_error(exc))
 
 
 def sweep_runs(loaded: LoadedSpec) -> tuple[MlflowClient, Optional[str], Optional[Any]]:
@@ -135,15 +151,23 @@ def sweep_runs(loaded: LoadedSpec) -> tuple[MlflowClient, Optional[str], Optiona
 
 def log_report_files(loaded: LoadedSpec, files: list[Path], folder: str = "report") -> Optional[str]:
     """The report's files as artifacts of the sweep's parent run; its run id, or None without one."""
-    client, _, parent = sweep_runs(loaded)
-    if parent is None:
+    try:
+        client, _, parent = sweep_runs(loaded)
+        if parent is None:
+            return None
+        for path in files:
+            client.log_artifact(parent.info.run_id, str(path), folder)
+    except Exception as exc:  # whatever the store raised: the files are on disk all the same
+        log.warning("the report was not logged to MLflow (%s)", one_line_error(exc))
         return None
-    for path in files:
-        client.log_artifact(parent.info.run_id, str(path), folder)
     return parent.info.run_id
 
 
 class MlflowTracking(Callback):
+    """Every write is queued as plain data and made in order. While the store cannot be reached the
+    sweep goes on: one warning, the queue waits (saved with Tune's callback state, so a killed
+    driver keeps it) and is retried every RETRY_S seconds, at the sweep's end and at `resume`."""
+
     def __init__(self, uri: str, experiment: str, parent_run_id: str, checkpoint_artifacts: tuple[str, ...] = ()):
         self.uri = uri
         self.experiment = experiment
@@ -151,12 +175,18 @@ class MlflowTracking(Callback):
         self.checkpoint_artifacts = checkpoint_artifacts
         # Ray trial id -> MLflow run id; saved in Tune's callback snapshots.
         self.runs: dict[str, str] = {}
+        # Writes not made yet: (operation, Ray trial id, payload), plain data; saved in the snapshots.
+        self.pending: list[tuple[str, str, dict]] = []
         # Ray trial id -> last epoch logged to its run (epochs replayed after a restore are skipped).
         self.logged_epoch: dict[str, float] = {}
         # Ray trial ids whose run carries the trial's provenance tags (set once per driver).
         self.provenance_tagged: set[str] = set()
-        # Ray trial ids started by this driver and not ended yet.
+        # Ray trial ids this driver has queued an "open" for, and those not ended yet.
+        self.opened: set[str] = set()
         self.active: set[str] = set()
+        # Since when the store cannot be reached (monotonic seconds), and when to try again.
+        self.down_since: Optional[float] = None
+        self.retry_at = 0.0
         self._client: Optional[MlflowClient] = None
 
     def __getstate__(self) -> dict:
@@ -169,103 +199,161 @@ class MlflowTracking(Callback):
         return self._client
 
     def get_state(self) -> dict:
-        return {"runs": dict(self.runs)}
+        return {"runs": dict(self.runs), "pending": list(self.pending)}
 
     def set_state(self, state: dict) -> None:
         # setup() runs after this on a restore and must not reset it.
         self.runs.update(state["runs"])
+        self.pending[:0] = state.get("pending", [])
 
-    # --- Tune's callback hooks ------------------------------------------------------------------
+    # --- Tune's callback hooks: each queues its writes ------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self.active.add(trial.trial_id)
-        known = trial.trial_id in self.runs
-        found = None if known else self.find_run(trial)
-        if known or found:
-            # A restored or retried trial: its run goes on, and epochs it already logged are skipped.
-            run_id = self.runs[trial.trial_id] if known else found
-            self.runs[trial.trial_id] = run_id
-            self.client.log_batch(run_id, tags=[RunTag("ray_trial_id", trial.trial_id)])
-            self.client.update_run(run_id, status="RUNNING")
-            history = self.client.get_metric_history(run_id, "epoch")
-            self.logged_epoch[trial.trial_id] = max((m.value for m in history), default=0.0)
-        else:
-            self.runs[trial.trial_id] = self.create_run(trial)
-            self.logged_epoch[trial.trial_id] = 0.0
+        self.open(trial)
+        self.flush()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info) -> None:
-        provenance = result.get(PROVENANCE_KEY)
-        if isinstance(provenance, dict) and trial.trial_id not in self.provenance_tagged:
-            tags = [RunTag(f"{PROVENANCE_TAG}{key}", str(value)) for key, value in provenance.items()]
-            self.client.log_batch(self.run_of(trial), tags=tags)
-            self.provenance_tagged.add(trial.trial_id)
+        self.open(trial)  # a restored trial may report before Tune says it started
         epoch = result.get("epoch", result.get("training_iteration", 0))
-        if epoch <= self.logged_epoch.get(trial.trial_id, 0.0):
-            return
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, int(epoch)) for key, value in
-                   ((key, finite(value)) for key, value in result.items() if key not in NOT_METRICS)
-                   if value is not None]
-        self.client.log_batch(self.run_of(trial), metrics=metrics)
-        self.logged_epoch[trial.trial_id] = epoch
+        metrics = {key: value for key, value in ((key, finite(value)) for key, value in result.items()
+                                                  if key not in NOT_METRICS) if value is not None}
+        self.pending.append(("result", trial.trial_id, {
+            "epoch": epoch, "metrics": metrics, "time_ms": int(time.time() * 1000),
+            "provenance": result.get(PROVENANCE_KEY) if isinstance(result.get(PROVENANCE_KEY), dict) else None}))
+        self.flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         result = trial.last_result or {}
         stopped_early = result.get("epoch", 0) < trial.config[SWEEP_KEY]["epochs"] and not result.get("diverged")
-        self.finish(trial, RunStatus.to_string(RunStatus.FINISHED), stopped_early)
+        self.end(trial, RunStatus.to_string(RunStatus.FINISHED), stopped_early, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        message = trial_error(trial)
-        if message:
-            self.client.log_batch(self.run_of(trial), tags=[RunTag("error", message[:MAX_PARAM_LENGTH])])
-        self.finish(trial, RunStatus.to_string(RunStatus.FAILED), stopped_early=False)
+        self.end(trial, RunStatus.to_string(RunStatus.FAILED), stopped_early=False, error=trial_error(trial))
+
+    def on_step(self, iteration: int, trials: list, **info) -> None:
+        if self.pending:
+            self.flush()
 
     def on_experiment_end(self, trials: list, **info) -> None:
         """Trials left unfinished (the driver was stopped; Tune has already stopped their actors) are
-        marked KILLED; a resume sets them RUNNING again."""
-        for trial_id in self.active & set(self.runs):
-            self.client.set_terminated(self.runs[trial_id], RunStatus.to_string(RunStatus.KILLED))
+        marked KILLED; a resume sets them RUNNING again. Then a last try at what is queued."""
+        self.pending.extend(("kill", trial_id, {}) for trial_id in sorted(self.active))
         self.active.clear()
+        self.flush(now=True)
+        if self.pending:
+            log.warning("%d MLflow writes wait for the store %s; `dualsweep resume` of this sweep makes them once "
+                        "it is back", len(self.pending), self.uri)
 
-    # --- runs ----------------------------------------------------------------------------------
-    def run_of(self, trial: Trial) -> str:
-        # A restored trial may report before this callback has seen it start.
-        if trial.trial_id not in self.runs:
-            self.on_trial_start(0, [], trial)
-        return self.runs[trial.trial_id]
+    # --- queueing ------------------------------------------------------------------------------
+    def open(self, trial: Trial) -> None:
+        if trial.trial_id not in self.opened:
+            self.opened.add(trial.trial_id)
+            self.pending.append(("open", trial.trial_id, {"where": dict(trial.config[SWEEP_KEY]),
+                                                          "config": trial.config["trial"]}))
 
-    def find_run(self, trial: Trial) -> Optional[str]:
+    def end(self, trial: Trial, status: str, stopped_early: bool, error: Optional[str]) -> None:
+        self.active.discard(trial.trial_id)
+        self.open(trial)
+        self.pending.append(("end", trial.trial_id, {
+            "status": status, "stopped_early": stopped_early, "error": error, "config": trial.config["trial"],
+            "final_result": json_safe(trial.last_result or {}), "files": [str(p) for p in trial_files(trial)],
+            "checkpoint": trial.checkpoint if self.checkpoint_artifacts else None}))
+        self.flush()
+
+    def flush(self, now: bool = False) -> None:
+        """Make the queued writes in order; stop at the first the store cannot take."""
+        if self.down_since is not None and not now and time.monotonic() < self.retry_at:
+            return
+        while self.pending:
+            operation, trial_id, payload = self.pending[0]
+            try:
+                getattr(self, f"write_{operation}")(trial_id, payload)
+            except Exception as exc:  # whatever the store raised: only MLflow's own refusals are final
+                if isinstance(exc, MlflowException) and exc.error_code in REFUSED:
+                    log.warning("MLflow refused a write of trial %s (%s); it is skipped", trial_id, exc.message)
+                    self.pending.pop(0)
+                    continue
+                if self.down_since is None:
+                    log.warning("MLflow store %s cannot be reached (%s); the sweep goes on and its results are "
+                                "written when the store is back", self.uri, one_line_error(exc))
+                    self.down_since = time.monotonic()
+                self.retry_at = time.monotonic() + RETRY_S
+                return
+            self.pending.pop(0)
+        if self.down_since is not None:
+            log.info("MLflow store %s is back after %.0f s; every result is written", self.uri,
+                     time.monotonic() - self.down_since)
+            self.down_since = None
+
+    # --- the writes, each safe to repeat ---------------------------------------------------------
+    def write_open(self, trial_id: str, payload: dict) -> None:
+        where = payload["where"]
+        run_id = self.runs.get(trial_id) or self.find_run(where)
+        if run_id:
+            # A restored or retried trial: its run goes on, and epochs it already logged are skipped.
+            self.client.log_batch(run_id, tags=[RunTag("ray_trial_id", trial_id)])
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, "epoch")
+            self.logged_epoch[trial_id] = max((m.value for m in history), default=0.0)
+        else:
+            run_id = self.create_run(trial_id, where, payload["config"])
+            self.logged_epoch[trial_id] = 0.0
+        self.runs[trial_id] = run_id
+
+    def write_result(self, trial_id: str, payload: dict) -> None:
+        run_id = self.runs[trial_id]
+        if payload["provenance"] and trial_id not in self.provenance_tagged:
+            tags = [RunTag(f"{PROVENANCE_TAG}{key}", str(value)) for key, value in payload["provenance"].items()]
+            self.client.log_batch(run_id, tags=tags)
+            self.provenance_tagged.add(trial_id)
+        if trial_id not in self.logged_epoch:  # a result queued by a driver that was killed
+            history = self.client.get_metric_history(run_id, "epoch")
+            self.logged_epoch[trial_id] = max((m.value for m in history), default=0.0)
+        epoch = payload["epoch"]
+        if epoch <= self.logged_epoch[trial_id]:
+            return
+        metrics = [Metric(key, value, payload["time_ms"], int(epoch)) for key, value in payload["metrics"].items()]
+        self.client.log_batch(run_id, metrics=metrics)
+        self.logged_epoch[trial_id] = epoch
+
+    def write_end(self, trial_id: str, payload: dict) -> None:
+        run_id = self.runs[trial_id]
+        tags = [RunTag("stopped_early", str(payload["stopped_early"]).lower())]
+        if payload["error"]:
+            tags.append(RunTag("error", payload["error"][:MAX_PARAM_LENGTH]))
+        self.client.log_batch(run_id, tags=tags)
+        self.client.log_dict(run_id, payload["config"], "trial_config.yaml")
+        self.client.log_dict(run_id, payload["final_result"], "final_result.json")
+        for path in map(Path, payload["files"]):
+            if path.is_file():  # the driver's copy of a trial's files is gone after a restart
+                self.client.log_artifact(run_id, str(path), "trial")
+        if payload["checkpoint"] is not None:
+            with payload["checkpoint"].as_directory() as directory:
+                for path in (Path(directory) / name for name in self.checkpoint_artifacts):
+                    if path.is_file():
+                        self.client.log_artifact(run_id, str(path), "trial")
+        self.client.set_terminated(run_id, payload["status"])
+
+    def write_kill(self, trial_id: str, payload: dict) -> None:
+        if trial_id in self.runs:
+            self.client.set_terminated(self.runs[trial_id], RunStatus.to_string(RunStatus.KILLED))
+
+    def find_run(self, where: dict) -> Optional[str]:
         """The run of this trial's key: Tune's saved map lags MLflow, and a trial Tune forgot at a
         kill is suggested again under a new Ray id but the same key."""
-        where = trial.config[SWEEP_KEY]
         found = find_runs(self.client, self.experiment, sweep=where["sweep"], trial_key=where["key"])
         return found[0].info.run_id if found else None
 
-    def create_run(self, trial: Trial) -> str:
-        where = trial.config[SWEEP_KEY]
+    def create_run(self, trial_id: str, where: dict, config: dict) -> str:
         tags = {key: str(where[key]) for key in RUN_TAGS}
         tags.update({MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: where["key"],
-                     "trial_key": where["key"], "role": "trial", "ray_trial_id": trial.trial_id})
+                     "trial_key": where["key"], "role": "trial", "ray_trial_id": trial_id})
         run = self.client.create_run(self.experiment, run_name=where["key"], tags=tags)
-        params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in flatten(trial.config["trial"]).items()]
+        params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in flatten(config).items()]
         # MLflow takes at most 100 params per batch.
         for start in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=params[start:start + 100])
         return run.info.run_id
-
-    def finish(self, trial: Trial, status: str, stopped_early: bool) -> None:
-        self.active.discard(trial.trial_id)
-        run_id = self.run_of(trial)
-        self.client.log_batch(run_id, tags=[RunTag("stopped_early", str(stopped_early).lower())])
-        self.client.log_dict(run_id, trial.config["trial"], "trial_config.yaml")
-        self.client.log_dict(run_id, json_safe(trial.last_result or {}), "final_result.json")
-        for path in trial_files(trial):
-            self.client.log_artifact(run_id, str(path), "trial")
-        if trial.checkpoint is not None and self.checkpoint_artifacts:
-            with trial.checkpoint.as_directory() as directory:
-                for path in (Path(directory) / name for name in self.checkpoint_artifacts):
-                    if path.is_file():
-                        self.client.log_artifact(run_id, str(path), "trial")
-        self.client.set_terminated(run_id, status)
 
 
 def trial_files(trial: Trial) -> list[Path]:
@@ -274,6 +362,11 @@ def trial_files(trial: Trial) -> list[Path]:
     if directory is None or not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.is_file())
+
+
+def one_line_error(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def trial_error(trial: Trial) -> Optional[str]:

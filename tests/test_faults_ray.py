@@ -7,10 +7,12 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from orchestrator.spec import expand_cells, load_spec
 from orchestrator.storage import load_sweep_dir
 from orchestrator.sweep_report import read_trials
 
-pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
+pytestmark = [pytest.mark.ray, pytest.mark.faults, pytest.mark.usefixtures("ray_cluster")]
 
 
 def write_sweep(directory: Path, name: str, body: str) -> Path:
@@ -205,3 +207,140 @@ def test_stopped_driver_marks_killed_and_resumes(tmp_path, ray_cluster, stop):
     assert len(trials) == 6 and {t.status for t in trials} == {"finished"}
     assert {r.info.status for r in trial_runs(path).values()} == {"FINISHED"} and len(trial_runs(path)) == 6
     assert parent_status(path) == "FINISHED"
+
+
+# --- the MLflow tracking server goes away mid-sweep --------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(directory: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{directory / 'server.db'}",
+         "--artifacts-destination", (directory / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return server
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "the MLflow server did not start"
+            time.sleep(0.5)
+
+
+def stop_mlflow_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+class Outage:
+    """The tracking server as the driver reaches it, through a loopback relay that can go away
+    (connections refused, open ones cut) and come back at once on the same port."""
+
+    def __init__(self, backend_port: int):
+        self.backend_port = backend_port
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.connections: list[socket.socket] = []
+        self.up()
+
+    def up(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+        self.connections.clear()
+
+    def accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            backend = socket.create_connection(("127.0.0.1", self.backend_port))
+            self.connections += [client, backend]
+            for source, target in ((client, backend), (backend, client)):
+                threading.Thread(target=self.pipe, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.close()
+                except OSError:
+                    pass
+
+
+@pytest.mark.parametrize("back", ["while running", "at resume"])
+def test_mlflow_server_down_mid_sweep_loses_nothing(tmp_path, ray_cluster, back):
+    """The tracking server stops while trials run: the sweep goes on with one warning; what it could
+    not write is written once the server is back, by the same driver or by `resume` after a kill."""
+    server = start_mlflow_server(tmp_path, free_port())
+    outage = Outage(int(server.args[server.args.index("--port") + 1]))
+    epoch_log = tmp_path / "epochs.log"
+    path = tmp_path / "outage.yaml"
+    path.write_text(
+        f"name: outage\ntrainable: stand_in\nstorage: {tmp_path / 'runs'}\n"
+        f"tracking: {{uri: 'http://127.0.0.1:{outage.port}'}}\n"
+        f"trial: {{epochs: 5, seconds_per_epoch: 0.5, epoch_log: '{epoch_log}'}}\n"
+        "grid: {offset: [0.0, 10.0]}\n"
+        "search: {trials_per_cell: 2, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
+        "scheduler: {type: none}\nseeds: [1]\n")
+    cli = [sys.executable, "-m", "orchestrator.cli"]
+    driver = subprocess.Popen([*cli, "run", str(path), "--address", ray_cluster], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(epoch_rows(epoch_log)) < 4:
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+            time.sleep(0.1)
+        outage.down()
+        down_at = len(epoch_rows(epoch_log))
+        # The sweep goes on: a trial ends and others run while the server cannot be reached.
+        while len(epoch_rows(epoch_log)) < down_at + 8:
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+            time.sleep(0.1)
+        if back == "at resume":
+            driver.kill()
+            driver.communicate()
+            outage.up()
+            resumed = subprocess.run([*cli, "resume", str(tmp_path / "runs" / "outage"), "--address", ray_cluster],
+                                     cwd=tmp_path, capture_output=True, text=True, timeout=300)
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+        else:
+            outage.up()
+            _, err = driver.communicate(timeout=300)
+            assert driver.returncode == 0, err[-3000:]
+            assert err.count("cannot be reached") == 1 and "Traceback" not in err, err[-3000:]
+            assert "MLflow writes wait" not in err, err[-3000:]
+
+        client = MlflowClient(f"http://127.0.0.1:{outage.port}")
+        experiment = client.get_experiment_by_name("outage").experiment_id
+        runs = client.search_runs([experiment], "tags.role = 'trial'")
+        assert sorted(r.data.tags["trial_key"] for r in runs) == sorted(
+            f"c0{c}-{t}" for c in (0, 1) for t in ("search-000", "search-001", "confirm-seed1"))
+        assert {r.info.status for r in runs} == {"FINISHED"}
+        for run in runs:  # every epoch logged once
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")]
+            assert sorted(steps) == [1, 2, 3, 4, 5], (run.info.run_name, steps)
+        [parent] = client.search_runs([experiment], "tags.role = 'sweep'")
+        assert parent.info.status == "FINISHED"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        stop_mlflow_server(server)

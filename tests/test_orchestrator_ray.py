@@ -138,6 +138,19 @@ def test_status_reads_the_sweep_directory(finished_sweep, capsys):
     assert "offset=0.0" in out and "offset=10.0" in out
 
 
+def test_report_in_a_new_process_reads_every_trials_results(finished_sweep, tmp_path):
+    """As a user runs `report` (or `status`, which reads the trials alike) once the sweep is over: in
+    a process without Ray, which cannot name the Ray session folder that held the driver's copy of
+    each trial's results."""
+    out = tmp_path / "report"
+    report = subprocess.run([str(Path(sys.executable).with_name("dualsweep")), "report", str(finished_sweep.sweep_dir),
+                             "--out", str(out)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("report of 12 trials"), report.stdout
+    # Drawn from every confirmation trial's per-epoch results (result.json in the sweep's storage).
+    assert (out / "learning_curves.png").is_file(), sorted(p.name for p in out.iterdir())
+
+
 def test_ssl_sweep_then_report(tmp_path, capsys):
     """The real SSL trainable through Tune (digits, a sample- and a dimension-contrastive method, one
     search trial and two seeds each), then `dualsweep report` from the sweep's storage."""
@@ -285,6 +298,7 @@ def read_epoch_log(path: Path) -> list[tuple[str, str, int, int]]:
     return rows
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("phase,storage", [("search", "folder"), ("confirm", "folder"), ("search", "uri")])
 def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypatch, capsys):
     """The driver is killed while a trial of `phase` is running. With a storage URI (file://, which
