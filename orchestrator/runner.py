@@ -247,6 +247,9 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
             # With a storage URI, Tune uploads its snapshot at most every sync_period (300 s by
             # default): a cluster lost in between would leave minutes of checkpoints unknown to a resume.
             sync_config=tune.SyncConfig(sync_period=int(SNAPSHOT_PERIOD_S)),
+            # With a storage URI, Tune uploads its snapshot at most every sync_period (300 s by
+            # default): a cluster lost in between would leave minutes of checkpoints unknown to a resume.
+            sync_config=tune.SyncConfig(sync_period=int(SNAPSHOT_PERIOD_S)),
         ),
     )
 
