@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-ui test-cluster bench clean
+.PHONY: install demo test test-ui test-cluster bench load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test-cluster: install
 bench: install
 	$(BIN)/python benchmarks/trial_throughput.py
 	$(BIN)/python benchmarks/sweep_overhead.py
+
+# A 1,000-trial sweep of a trivial trial against a 20-trial one (real Ray, MLflow, Optuna); fails
+# when a trial of the large sweep costs more than twice as much as one of the small sweep.
+load: install
+	$(BIN)/python benchmarks/load_test.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

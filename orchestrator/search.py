@@ -119,6 +119,9 @@ class CellSearcher(Searcher):
         # Ray trial id -> record; saved with Ray's experiment snapshots (save/restore below), as are
         # the two fields after it.
         self.trials: dict[str, TrialRecord] = {}
+        # Cell id -> that cell's records of self.trials: a cell's counts and best config are read on
+        # every suggestion, and scanning every trial of the sweep each time grows with the sweep.
+        self.by_cell: dict[str, list[TrialRecord]] = {cell.id: [] for cell in cells}
         # Cell id -> the seeds of its confirmation trials: `seeds`, then one per round that grew it.
         self.confirm_seeds: dict[str, list[int]] = {cell.id: list(spec.seeds) for cell in cells}
         # Seeds until decided: each look (rounds.Look.to_dict()); the rounds have ended when the last
@@ -193,6 +196,9 @@ class CellSearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.trials = state["trials"]
+        self.by_cell = {cell.id: [] for cell in self.cells}
+        for record in self.trials.values():
+            self.by_cell[record.cell].append(record)
         self.max_concurrent = state["max_concurrent"]
         # A state saved before seeds until decided existed has neither: every cell runs `seeds`.
         self.confirm_seeds = state.get("confirm_seeds", self.confirm_seeds)
@@ -205,7 +211,7 @@ class CellSearcher(Searcher):
         for cell in self.cells:
             study = self.study(cell.id)
             known = len(study.get_trials(deepcopy=False))
-            records = sorted((r for r in self.trials.values() if r.cell == cell.id and r.phase == SEARCH),
+            records = sorted((r for r in self.by_cell[cell.id] if r.phase == SEARCH),
                              key=lambda r: r.optuna_number)
             for record in records[known:]:
                 study.add_trial(optuna.trial.create_trial(
@@ -214,14 +220,13 @@ class CellSearcher(Searcher):
 
     # --- routing by cell --------------------------------------------------------------------
     def count(self, cell: Cell, phase: str, finished_only: bool = False) -> int:
-        return sum(r.cell == cell.id and r.phase == phase and (r.finished or not finished_only)
-                   for r in self.trials.values())
+        return sum(r.phase == phase and (r.finished or not finished_only) for r in self.by_cell[cell.id])
 
     def search_ended(self, cell: Cell) -> bool:
         return self.count(cell, SEARCH, finished_only=True) == self.spec.search.trials_per_cell
 
     def best_search_record(self, cell: Cell) -> Optional[TrialRecord]:
-        candidates = [r for r in self.trials.values() if r.cell == cell.id and r.phase == SEARCH and r.complete]
+        candidates = [r for r in self.by_cell[cell.id] if r.phase == SEARCH and r.complete]
         if not candidates:
             return None
         sign = 1.0 if self.spec.mode == "max" else -1.0
@@ -257,6 +262,7 @@ class CellSearcher(Searcher):
 
     def register(self, trial_id: str, cell: Cell, record: TrialRecord, config: dict, seed: int) -> dict:
         self.trials[trial_id] = record
+        self.by_cell[cell.id].append(record)
         where = {"sweep": self.spec.name, "cell": cell.id, "cell_label": cell.label, "phase": record.phase,
                  "key": record.key, "method": cell.method, "family": cell.family, "seed": seed,
                  "epochs": record.epochs}
