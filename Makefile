@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-ui test-cluster bench load clean
+.PHONY: install demo test test-ui test-faults test-cluster bench load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,17 @@ demo: install
 
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "not browser and not cluster" tests
+	$(BIN)/python -m pytest -q -m "not browser and not cluster and not faults" tests
 
 # The pages in a real browser: Debian's Chromium and ChromeDriver, installed when missing.
 test-ui: install
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
 	$(BIN)/python -m pytest -q -m browser tests
+
+# Kills, signals, failing and corrupt trials, an MLflow outage: real Ray, MLflow and Optuna, minutes.
+test-faults: install
+	$(BIN)/python -m pytest -q -m faults tests
 
 # Multi-node Ray clusters started on this machine (loopback), job submission and S3 storage (moto):
 # needs the `cluster` extra (ray[default], moto).
@@ -39,6 +43,7 @@ test-cluster: install
 bench: install
 	$(BIN)/python benchmarks/trial_throughput.py
 	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/input_pipeline.py
 
 # A 1,000-trial sweep of a trivial trial against a 20-trial one (real Ray, MLflow, Optuna); fails
 # when a trial of the large sweep costs more than twice as much as one of the small sweep.

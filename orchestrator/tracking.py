@@ -371,11 +371,21 @@ def one_line_error(exc: BaseException) -> str:
 
 def trial_error(trial: Trial) -> Optional[str]:
     """The exception a failed trial ended with ("Type: message", the last line of the error file
-    Tune writes in the trial's directory), or None when there is none."""
-    path = Path(trial.error_file) if trial.error_file else None
-    if path is None or not path.is_file():
+    Tune writes in the trial's directory), or None when there is none. Read from the sweep's
+    storage; the driver's own copy, until it is synced there (only a process with Ray running can
+    name that copy's folder)."""
+    name = trial.run_metadata.error_filename
+    if not name:
         return None
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    try:
+        with trial.storage.storage_filesystem.open_input_stream(f"{trial.path}/{name}") as stream:
+            text = stream.readall().decode(errors="replace")
+    except OSError:
+        try:
+            text = Path(trial.local_path, name).read_text(errors="replace")
+        except Exception:  # no Ray session (its folder cannot be named) or no file: no message
+            return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else None
 
 

@@ -17,6 +17,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ray: integration test on the shared local Ray cluster (ray_cluster fixture)")
     config.addinivalue_line("markers", "slow: a claim reproduction of several seconds of whole trials; "
                                        "`make test` runs it, `-m 'not slow'` skips it in a quick loop")
+    config.addinivalue_line("markers", "faults: kills, signals and outages of whole sweeps; run by `make test-faults`, "
+                                       "not `make test`")
     config.addinivalue_line("markers", "browser: rendered in headless Chromium; run by `make test-ui`, not `make test`")
     config.addinivalue_line("markers", "cluster: starts its own multi-node Ray cluster; run by `make test-cluster`, "
                                        "not `make test`")

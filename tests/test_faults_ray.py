@@ -85,20 +85,23 @@ def test_failing_diverging_and_corrupt_trials(tmp_path, capsys):
     assert attempts == [(1, 0), (2, 0), (3, 0), (2, 1), (3, 1)], attempts
 
     trials = {t.key: t for t in read_trials(load_sweep_dir(loaded.sweep_dir))}
-    status = {key: t.status for key, t in trials.items()}
-    assert status == {f"{cell[(0, 0)]}-search-000": "finished", f"{cell[(0, 0)]}-confirm-seed1": "finished",
+    statuses = {key: t.status for key, t in trials.items()}
+    assert statuses == {f"{cell[(0, 0)]}-search-000": "finished", f"{cell[(0, 0)]}-confirm-seed1": "finished",
                       f"{cell[(0, 2)]}-search-000": "diverged", failing: "failed",
-                      f"{cell[(3, 2)]}-search-000": "diverged"}, status
+                      f"{cell[(3, 2)]}-search-000": "diverged"}, statuses
     message = "RuntimeError: stand-in failure at epoch 3"
     assert trials[failing].error == message
 
     runs = trial_runs(path)
     assert runs[failing].info.status == "FAILED" and runs[failing].data.tags["error"] == message
-    assert {k: r.info.status for k, r in runs.items() if k != failing} == {k: "FINISHED" for k in status if k != failing}
+    assert {k: r.info.status for k, r in runs.items() if k != failing} == {k: "FINISHED" for k in statuses if k != failing}
     assert runs[f"{cell[(0, 2)]}-search-000"].data.metrics["diverged"] == 1.0
 
-    assert main(["status", str(loaded.sweep_dir)]) == 0
-    out = capsys.readouterr().out
+    # In a new process, as a user reads it: no Ray there.
+    status = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(loaded.sweep_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr[-3000:]
+    out = status.stdout
     assert "(2 diverged, 1 failed, 2 finished)" in out, out
     assert f"failed {failing}: {message}" in out
     row = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("c0")}

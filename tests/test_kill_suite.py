@@ -134,10 +134,15 @@ def test_random_kills_then_resume_match_an_uninterrupted_run(tmp_path, ray_clust
     assert all(t.status == "finished" for t in trials), [(t.key, t.status) for t in trials]
 
     # Each trial ran its epochs once, but for the epoch after its last checkpoint at a kill.
-    last_epoch: dict[str, int] = defaultdict(int)
+    runs_of: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
     for key, job, epoch, start in rows:
-        assert start >= last_epoch[key] - 1, (key, job, epoch, start, last_epoch[key])
-        last_epoch[key] = max(last_epoch[key], epoch)
+        runs_of[(key, job)].append((epoch, start))
+    last_epoch: dict[str, int] = defaultdict(int)
+    for (key, job), epochs in runs_of.items():  # in the order the drivers ran
+        start = epochs[0][1]
+        assert start >= last_epoch[key] - 1, (key, job, epochs, last_epoch[key])
+        assert [e for e, _ in epochs] == list(range(start + 1, start + 1 + len(epochs))), (key, job, epochs)
+        last_epoch[key] = max(last_epoch[key], epochs[-1][0])
     runs_per_trial = defaultdict(int)
     for key, *_ in rows:
         runs_per_trial[key] += 1
