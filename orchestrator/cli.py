@@ -12,6 +12,7 @@ from typing import NoReturn
 from orchestrator.messages import SpecError, one_line
 from orchestrator.overrides import OverrideError, parse_overrides
 from orchestrator.spec import expand_cells, load_spec, planned_trials, tracking_uri
+from orchestrator.spec.cost import cost_lines
 from orchestrator.storage import ensure_new_sweep, find_sweep_dir, load_sweep_dir, optuna_url
 from trainables import ConfigError, train
 from trainables.methods import describe_methods
@@ -97,6 +98,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cells = expand_cells(loaded.spec)
     print(f"{args.sweep}: valid; {len(cells)} cells, at most {planned_trials(loaded.spec, cells)} trials; "
           f"sweep directory {loaded.sweep_dir}")
+    for line in cost_lines(loaded.spec, cells):
+        print(line)
     return 0
 
 

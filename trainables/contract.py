@@ -1,27 +1,31 @@
 """What the orchestrator may rely on about a trial, so that it copies none of it: the method
 families and names, which datasets read `data.root`, and per kind of trial (TRIAL_KINDS) how its
-config is validated, its Ray Tune entry point, the metrics it reports and its artifact files.
+config is validated, its Ray Tune entry point, the metrics it reports, its artifact files and
+what its training steps process (for the cost of a sweep).
 Nothing here imports Ray: the entry point is a name, imported only where a Tuner is built."""
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from trainables.config import trial_config
-from trainables.data import DATASETS, check_data
+from trainables.data import DATASETS, check_data, dataset_options, load_data
 from trainables.device import resolve_placement
 from trainables.diagnostics import SPECTRA_FILE
+from trainables.errors import ConfigError
 from trainables.methods import FAMILIES, METHODS
-from trainables.models import BACKBONES, parse_layer_spec
+from trainables.models import BACKBONES, forward_flops, parse_layer_spec
 from trainables.provenance import PROVENANCE_KEY
 from trainables.stand_in import STATE_FILE, validate_stand_in
 
 # The orchestrator's part (SPECTRA_FILE: the ssl artifact that holds each epoch's spectra, for the
 # report); ssl_trial_config and loss_term_metric are trainables.train's.
-__all__ = ["FAMILIES", "PROVENANCE_KEY", "SPECTRA_FILE", "TRIAL_KINDS", "TrialKind", "datasets_needing_root",
-           "method_family", "method_names"]
+__all__ = ["FAMILIES", "PROVENANCE_KEY", "SPECTRA_FILE", "TRIAL_KINDS", "TrainingLoad", "TrialKind",
+           "datasets_needing_root", "method_family", "method_names"]
 
 
 def method_names() -> list[str]:
@@ -39,6 +43,22 @@ def datasets_needing_root() -> list[str]:
 
 
 @dataclass(frozen=True)
+class TrainingLoad:
+    """What a trial's training steps process, known before it runs: for estimates of its cost."""
+    backbone: str
+    width: int
+    projector: str
+    # One sample's shape as the encoder sees it.
+    input_shape: tuple[int, ...]
+    batch_size: int
+    epochs: int
+    # Samples trained on per epoch (whole batches).
+    samples_per_epoch: int
+    # FLOPs of one view's forward pass through backbone and projector.
+    forward_flops: float
+
+
+@dataclass(frozen=True)
 class TrialKind:
     # The full trial config (defaults filled in, paths absolute and checked), or ConfigError with a
     # one-line "dotted.key: message".
@@ -52,6 +72,9 @@ class TrialKind:
     final_metrics: tuple[str, ...]
     # Files of a trial's checkpoint directory that are the trial's artifacts.
     artifacts: tuple[str, ...]
+    # What a trial of this config trains on (a validated config; ConfigError where that is unknown);
+    # None: a kind whose cost is not estimated.
+    training_load: Optional[Callable[[dict], TrainingLoad]] = None
 
 
 # --- ssl: one SSL trial, trainables.train --------------------------------------------------------
@@ -73,6 +96,33 @@ def validate_ssl(config: dict) -> dict:
     return OmegaConf.to_container(ssl_trial_config(config))
 
 
+def ssl_training_load(config: dict) -> TrainingLoad:
+    """The training load of a validated SSL trial config. The training split's size and the input
+    shape come from the dataset's options where it states them, otherwise from loading the data
+    once (a folder is listed, not decoded). ConfigError where the data cannot be read here."""
+    cfg = ssl_trial_config(config)
+    train_size, input_shape = data_dimensions(json.dumps(OmegaConf.to_container(cfg.data), sort_keys=True))
+    if cfg.batch_size > train_size:
+        raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the {train_size} training samples of "
+                          f"{cfg.data.name}")
+    m = cfg.model
+    return TrainingLoad(m.backbone, m.width, m.projector, input_shape, cfg.batch_size, cfg.epochs,
+                        train_size - train_size % cfg.batch_size,
+                        forward_flops(m.backbone, input_shape, m.width, m.projector, m.depth))
+
+
+@functools.lru_cache(maxsize=64)
+def data_dimensions(data_json: str) -> tuple[int, tuple[int, ...]]:
+    """(training samples, input shape) of the trial's `data` section (as JSON: a cache key)."""
+    data = trial_config({"data": json.loads(data_json)}).data
+    options = dataset_options(data)
+    size, shape = options.train_size(data), options.input_shape(data)
+    if size is None or shape is None:
+        bundle = load_data(data)
+        size, shape = len(bundle.train), bundle.input_shape
+    return size, tuple(shape)
+
+
 def loss_term_metric(term: str) -> str:
     """The metric under which a trial reports its loss's term `term` each epoch."""
     return f"loss_{term}"
@@ -87,6 +137,9 @@ SSL_EPOCH_METRICS = (
     # Only where they apply: theory backbones, sparse_coding's dictionary, linear predictors.
     "weight_norm", "layer_alignment", "recovery_max", "recovery_median", "recovery_min",
     "predictor_asymmetry", "predictor_alignment",
+    # Trials streaming their training split from disk (image folders): the share of the epoch's
+    # training time spent waiting for input, and this process's images per second.
+    "data_wait_fraction", "images_per_s_per_device",
     # 1.0 in the epoch whose loss or features stopped being finite; the trial ends there.
     "diverged",
 )
@@ -98,6 +151,7 @@ TRIAL_KINDS: dict[str, TrialKind] = {
         epoch_metrics=SSL_EPOCH_METRICS,
         final_metrics=("linear_acc",),
         artifacts=(SPECTRA_FILE,),
+        training_load=ssl_training_load,
     ),
     # The analytic stand-in of trainables.stand_in, for orchestrator tests and benchmarks.
     "stand_in": TrialKind(

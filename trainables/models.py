@@ -1,12 +1,14 @@
 """Backbones, projectors and predictors."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.utils.flop_counter import FlopCounterMode
 
 from trainables import distributed
 from trainables.errors import ConfigError
@@ -176,6 +178,21 @@ def build_backbone(
     name: str, input_shape: tuple[int, ...], width: int, depth: int = 2, init_spectrum_decay: float | None = None
 ) -> tuple[nn.Module, int]:
     return BACKBONES.get(name)(BackboneArgs(tuple(input_shape), width, depth, init_spectrum_decay))
+
+
+@functools.lru_cache(maxsize=None)
+def forward_flops(backbone: str, input_shape: tuple[int, ...], width: int, projector: str, depth: int = 2) -> float:
+    """FLOPs of one sample's forward pass through the backbone and the projector (a multiply-add
+    counts 2): what torch's FlopCounterMode counts (matrix products and convolutions; norms and
+    activations are left out) on a model built on the meta device, so nothing is allocated or run."""
+    with torch.device("meta"):
+        net, repr_dim = build_backbone(backbone, input_shape, width, depth)
+        head, _ = build_projector(projector, repr_dim)
+        # Two samples: batch norm in training mode needs more than one.
+        batch = torch.empty(2, *input_shape)
+        with FlopCounterMode(display=False) as counter:
+            head(net(batch))
+    return counter.get_total_flops() / 2
 
 
 def parse_layer_spec(spec: str, key: str) -> list[int]:

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainables.contract import loss_term_metric, ssl_trial_config
-from trainables.data import DataBundle, load_data
+from trainables.data import DataBundle, FolderImages, load_data
+from trainables.data.image_pipeline import InputMonitor
 from trainables.device import Placement, resolve_placement, set_threads
 from trainables.diagnostics import SPECTRA_FILE, garrido_metrics, model_diagnostics
 from trainables.errors import CheckpointError, ConfigError
@@ -55,6 +56,7 @@ class Trial:
         # Fingerprinted as read, before in-memory samples move to the device.
         self.provenance = trial_provenance(cfg, data, self.place.device)
         self.data: DataBundle = data.to(self.place.device)
+        self.input_monitor = InputMonitor(reports=isinstance(self.data.train, FolderImages))
         self.steps_per_epoch = len(self.data.train) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the {len(self.data.train)} training samples of {cfg.data.name}")
@@ -100,8 +102,8 @@ class Trial:
         return loss.detach()
 
     def train_epoch(self) -> tuple[dict[str, float], float]:
-        """Returns the epoch's mean loss and loss terms, as metrics (loss, loss_<term>), and training
-        samples per second."""
+        """Returns the epoch's mean loss and loss terms, as metrics (loss, loss_<term>; and the input's
+        metrics where the training split streams from disk), and training samples per second."""
         cfg = self.cfg
         self.method.train()
         # Shuffling and augmentation draw from generators seeded by (seed, epoch): an epoch
@@ -113,12 +115,15 @@ class Trial:
         # Summed on the device, in float32 whatever the autocast: one sync per epoch.
         sums = torch.zeros(1 + len(terms), device=self.place.device)
         start = time.perf_counter()
-        for samples, labels in self.data.train.batches(cfg.batch_size, order, drop_last=True):
+        batches = self.input_monitor.watch(self.data.train.batches(cfg.batch_size, order, drop_last=True))
+        for samples, labels in batches:
             step = self.train_step(samples, labels, gen)
             sums += torch.stack([step.total.float(), *(step.terms[term].float() for term in terms)])
         means = (sums / self.steps_per_epoch).tolist()
         names = ["loss", *map(loss_term_metric, terms)]
-        return dict(zip(names, means)), self.steps_per_epoch * cfg.batch_size / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        metrics = {**dict(zip(names, means)), **self.input_monitor.epoch_metrics(elapsed)}
+        return metrics, self.steps_per_epoch * cfg.batch_size / elapsed
 
     # --- evaluation ------------------------------------------------------------------------
     def features(self):

@@ -18,6 +18,7 @@ from orchestrator.overrides import OverrideError, dotted, parse_overrides
 from orchestrator.report.model import percent
 from orchestrator.spec.cells import expand_cells
 from orchestrator.spec.checks import check_spec
+from orchestrator.spec.cost import cost_lines
 from orchestrator.spec.plan import max_seeds, planned_trials, sweep_confidence, sweep_looks
 from orchestrator.spec.schema import DEFAULT_STORAGE, PARAM_TYPES, SearchParam, SweepSpec, is_uri
 from trainables.config import merge_problem, scalar_list_problems
@@ -51,7 +52,8 @@ class LoadedSpec:
         return self.remote_dir or str(self.sweep_dir)
 
     def describe(self) -> str:
-        """The plan: cells, trial counts (the worst case with seeds until decided) and where everything goes."""
+        """The plan: cells, trial counts (the worst case with seeds until decided), where everything
+        goes, and the expected device-hours per cell and in total."""
         spec = self.spec
         cells = expand_cells(spec)
         most = max_seeds(spec)
@@ -69,6 +71,7 @@ class LoadedSpec:
                      + (f"; Ray's experiment in {self.remote_dir}" if self.remote_dir else ""))
         lines.append(f"  MLflow {spec.tracking.uri} (experiment {spec.tracking.experiment})")
         lines += [f"  {cell.id}  {cell.label}  [{cell.family}]" for cell in cells]
+        lines += cost_lines(spec, cells)
         return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """What every dataset is made of and where it is registered: samples in memory (TensorSamples) or
-decoded from an image folder (FolderImages), how a batch becomes two views (ViewMaker), the bundle
-a dataset loads into (DataBundle), its `data.options` (DatasetOptions), and the registry DATASETS,
-where each dataset also declares whether it reads `data.root`.
+decoded from an image folder batch by batch (FolderImages, in image_pipeline.py), how a batch
+becomes two views (ViewMaker), the bundle a dataset loads into (DataBundle), its `data.options`
+(DatasetOptions), and the registry DATASETS, where each dataset also declares whether it reads
+`data.root`.
 
 Samples are images (C, H, W) or vectors (p,)."""
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 
 from trainables.augment import Augmenter, recipe
 from trainables.config import structured_options
+from trainables.data.image_pipeline import FolderImages
 from trainables.errors import ConfigError
 from trainables.registry import Registry
 
@@ -39,34 +41,6 @@ class TensorSamples:
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size]
             yield self.samples[idx], self.labels[idx]
-
-
-class FolderImages:
-    """An ImageFolder decoded and resized (short side, then centre crop) by DataLoader workers."""
-
-    def __init__(self, folder: Path, image_size: int, workers: int):
-        # Imported here: torchvision adds ~1.5 s to a trial's start, and only image folders need it here.
-        import torchvision.transforms.v2 as T
-        from torchvision.datasets import ImageFolder
-
-        transform = T.Compose([T.PILToTensor(), T.Resize(image_size, antialias=True), T.CenterCrop(image_size)])
-        self.dataset = ImageFolder(str(folder), transform=transform)
-        self.labels = torch.tensor(self.dataset.targets)
-        self.workers = workers
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def to(self, device) -> "FolderImages":
-        return self  # decoded on the fly by DataLoader workers; batches move one at a time
-
-    def batches(self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False) -> Iterator:
-        sampler = None if order is None else order.tolist()
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=self.workers, persistent_workers=False,
-        )
-        yield from loader
 
 
 class ViewMaker(Protocol):
@@ -131,6 +105,11 @@ class DatasetOptions:
     def train_size(self, cfg: DictConfig) -> int | None:
         """How many samples the training split (what a batch is drawn from) will hold, from the trial's
         `data` section and these options alone; None where only loading tells (a folder on disk)."""
+        return None
+
+    def input_shape(self, cfg: DictConfig) -> tuple[int, ...] | None:
+        """One sample's shape as the encoder sees it, from the `data` section and these options alone;
+        None where only loading tells."""
         return None
 
 

@@ -1,8 +1,10 @@
 """Datasets read from the local folder `data.root`: CIFAR-10/100 (the python pickle batches),
-STL-10 (through torchvision) and image folders in ImageNet's layout."""
+STL-10 (through torchvision) and image folders in ImageNet's layout. Their options state the
+encoder's input shape; the training split's size is known once the files are read."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,24 @@ from trainables.data.containers import (DATASETS, DataBundle, DatasetOptions, Fo
 from trainables.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class CifarOptions(DatasetOptions):
+    def input_shape(self, cfg: DictConfig) -> tuple[int, ...]:
+        return (3, 32, 32)
+
+
+@dataclass
+class Stl10Options(DatasetOptions):
+    def input_shape(self, cfg: DictConfig) -> tuple[int, ...]:
+        return (3, 96, 96)
+
+
+@dataclass
+class ImageFolderOptions(DatasetOptions):
+    def input_shape(self, cfg: DictConfig) -> tuple[int, ...]:
+        return (3, cfg.image_size, cfg.image_size)
 
 
 def torchvision_dataset(cls, cfg: DictConfig, root: Path, **kwargs):
@@ -79,24 +99,24 @@ def cifar(cfg: DictConfig, cls, num_classes: int, mean, std) -> DataBundle:
     return in_memory_image_bundle(cfg, train, test, num_classes, mean, std)
 
 
-@DATASETS.register_dataset("cifar10", needs_root=True)
-def cifar10(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
+@DATASETS.register_dataset("cifar10", CifarOptions, needs_root=True)
+def cifar10(cfg: DictConfig, options: CifarOptions) -> DataBundle:
     # Imported here: torchvision adds ~1.5 s to a trial's start; only its downloader is used.
     from torchvision.datasets import CIFAR10
 
     return cifar(cfg, CIFAR10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
-@DATASETS.register_dataset("cifar100", needs_root=True)
-def cifar100(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
+@DATASETS.register_dataset("cifar100", CifarOptions, needs_root=True)
+def cifar100(cfg: DictConfig, options: CifarOptions) -> DataBundle:
     # Imported here: torchvision adds ~1.5 s to a trial's start; only its downloader is used.
     from torchvision.datasets import CIFAR100
 
     return cifar(cfg, CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 
 
-@DATASETS.register_dataset("stl10", needs_root=True)
-def stl10(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
+@DATASETS.register_dataset("stl10", Stl10Options, needs_root=True)
+def stl10(cfg: DictConfig, options: Stl10Options) -> DataBundle:
     """SSL on train+unlabeled (105k), kNN bank and probes on the 5k labeled train images."""
     # Imported here: torchvision adds ~1.5 s to a trial's start, and most trials never read STL-10.
     from torchvision.datasets import STL10
@@ -107,13 +127,14 @@ def stl10(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
         ds = torchvision_dataset(STL10, cfg, root, split=name)
         return TensorSamples(torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64)))
 
-    return image_bundle(cfg, split("train+unlabeled"), split("train"), split("test"), 10, (3, 96, 96),
-                        IMAGENET_MEAN, IMAGENET_STD)
+    return image_bundle(cfg, split("train+unlabeled"), split("train"), split("test"), 10,
+                        options.input_shape(cfg), IMAGENET_MEAN, IMAGENET_STD)
 
 
-@DATASETS.register_dataset("imagefolder", needs_root=True)
-def imagefolder(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
-    """root/train/<class>/*.jpg and root/val/<class>/*.jpg (ImageNet layout)."""
+@DATASETS.register_dataset("imagefolder", ImageFolderOptions, needs_root=True)
+def imagefolder(cfg: DictConfig, options: ImageFolderOptions) -> DataBundle:
+    """root/train/<class>/*.jpg and root/val/<class>/*.jpg (ImageNet layout; also PNG and WebP),
+    decoded batch by batch on the trial's device (image_pipeline.py)."""
     root = dataset_root(cfg)
     folders = {}
     for split in ("train", "val"):
@@ -125,4 +146,4 @@ def imagefolder(cfg: DictConfig, options: DatasetOptions) -> DataBundle:
             raise ConfigError(f"data.root: {root / split}: {str(exc).splitlines()[0]}") from None
     num_classes = len(folders["train"].dataset.classes)
     return image_bundle(cfg, folders["train"], folders["train"], folders["val"], num_classes,
-                        (3, cfg.image_size, cfg.image_size), IMAGENET_MEAN, IMAGENET_STD)
+                        options.input_shape(cfg), IMAGENET_MEAN, IMAGENET_STD)
