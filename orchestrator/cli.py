@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="dualsweep", description="Sweeps of contrastive and non-contrastive SSL methods.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="run one trial without Ray; key=value overrides of the trial config")
-    p.add_argument("overrides", nargs="*", help="e.g. method=vicreg data.name=digits epochs=30")
+    p.add_argument("overrides", nargs="*", help="e.g. method=vicreg data.name=digits epochs=30 (workers=2: two "
+                                                "data-parallel processes on this machine)")
     p.add_argument("--checkpoint-dir", help="keep the latest epoch's checkpoint in this directory")
     p.add_argument("--resume", metavar="DIR", help="resume from a checkpoint directory written by --checkpoint-dir")
     p.set_defaults(func=cmd_train)

@@ -216,7 +216,7 @@ def trainable_with_resources(loaded: LoadedSpec):
 def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], verbose: int):
     """The one Tuner of a sweep: per-cell searcher and scheduler, MLflow and scheduler-state callbacks."""
     spec = loaded.spec
-    searcher = CellSearcher(spec, cells, optuna_url(loaded.sweep_dir), str(loaded.sweep_dir))
+    searcher = CellSearcher(spec, cells, optuna_url(loaded.sweep_dir), str(loaded.sweep_dir), tune_path(loaded))
     scheduler = CellASHA(spec.metric, spec.mode, spec.scheduler.grace_period, spec.scheduler.reduction_factor,
                          enabled=spec.scheduler.type == "asha")
     experiment, parent_run = parent
@@ -234,8 +234,10 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
             # the cluster cannot hold (each Ray Train run would wait for them).
             max_concurrent_trials=trial_slots(loaded) if spec.resources.workers > 1 else spec.max_concurrent or None,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-            # Keeps worker processes (and their imported torch) from one trial to the next.
-            reuse_actors=True,
+            # Keeps worker processes (and their imported torch) from one trial to the next. Not for
+            # data-parallel trials: a trial that ASHA stopped is still inside its Ray Train run, so
+            # Tune could not reset its process for the next trial and would fail that one.
+            reuse_actors=spec.resources.workers == 1,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=loaded.tune_storage, callbacks=callbacks, verbose=verbose,
@@ -244,9 +246,6 @@ def build_tuner(loaded: LoadedSpec, cells: list[Cell], parent: tuple[str, str], 
             # snapshot pointing at a deleted checkpoint and the trial cannot be restored.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            # With a storage URI, Tune uploads its snapshot at most every sync_period (300 s by
-            # default): a cluster lost in between would leave minutes of checkpoints unknown to a resume.
-            sync_config=tune.SyncConfig(sync_period=int(SNAPSHOT_PERIOD_S)),
             # With a storage URI, Tune uploads its snapshot at most every sync_period (300 s by
             # default): a cluster lost in between would leave minutes of checkpoints unknown to a resume.
             sync_config=tune.SyncConfig(sync_period=int(SNAPSHOT_PERIOD_S)),

@@ -108,13 +108,16 @@ def record_state(record: TrialRecord) -> optuna.trial.TrialState:
 
 
 class CellSearcher(Searcher):
-    def __init__(self, spec: SweepSpec, cells: list[Cell], optuna_url: str, sweep_dir: Optional[str] = None):
+    def __init__(self, spec: SweepSpec, cells: list[Cell], optuna_url: str, sweep_dir: Optional[str] = None,
+                 experiment_path: Optional[str] = None):
         super().__init__(metric=spec.metric, mode=spec.mode)
         self.spec = spec
         self.cells = cells
         self.optuna_url = optuna_url
         # Where rounds.json goes (None: nowhere, e.g. in unit tests).
         self.sweep_dir = sweep_dir
+        # Ray's experiment (a path or URI): a trial's checkpoints are in <experiment_path>/<key>/.
+        self.experiment_path = experiment_path
         self.max_concurrent = 0
         # Ray trial id -> record; saved with Ray's experiment snapshots (save/restore below), as are
         # the two fields after it.
@@ -266,6 +269,10 @@ class CellSearcher(Searcher):
         where = {"sweep": self.spec.name, "cell": cell.id, "cell_label": cell.label, "phase": record.phase,
                  "key": record.key, "method": cell.method, "family": cell.family, "seed": seed,
                  "epochs": record.epochs}
+        if self.experiment_path:
+            # A trial that Ray's last snapshot before a kill did not know yet is suggested again under
+            # a new id: its entry point finds the checkpoints it had made here.
+            where["checkpoints"] = f"{self.experiment_path}/{record.key}"
         return {"trial": config, SWEEP_KEY: where}
 
     # --- seeds until decided -------------------------------------------------------------------

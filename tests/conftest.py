@@ -19,6 +19,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "`make test` runs it, `-m 'not slow'` skips it in a quick loop")
     config.addinivalue_line("markers", "faults: kills, signals and outages of whole sweeps; run by `make test-faults`, "
                                        "not `make test`")
+    config.addinivalue_line("markers", "scale: data-parallel trials (issue 12), being built; run by `make test-scale`")
     config.addinivalue_line("markers", "browser: rendered in headless Chromium; run by `make test-ui`, not `make test`")
     config.addinivalue_line("markers", "cluster: starts its own multi-node Ray cluster; run by `make test-cluster`, "
                                        "not `make test`")

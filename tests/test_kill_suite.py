@@ -36,9 +36,9 @@ def write_sweep(directory: Path, epoch_log: Path) -> Path:
         f"tracking: {{uri: 'sqlite:///{directory / 'mlflow.db'}'}}\n"
         f"trial: {{epochs: {EPOCHS}, seconds_per_epoch: 0.5, noise: 0.01, epoch_log: '{epoch_log}'}}\n"
         "grid: {offset: [0.0, 10.0]}\n"
-        "search: {trials_per_cell: 3, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
-        # No early stopping: which trial ASHA stops depends on the order results arrive in, which no
-        # two runs share, killed or not.
+        # Random search and no early stopping: TPE's suggestion and ASHA's decision depend on which
+        # trials have reported when they are made, which no two runs share, killed or not.
+        "search: {sampler: random, trials_per_cell: 3, params: {x: {type: uniform, low: 0.0, high: 1.0}}}\n"
         "scheduler: {type: none}\nseeds: [1, 2]\n")
     return path
 

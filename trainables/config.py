@@ -4,6 +4,7 @@ with the whole trial config, in trainables.contract."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
@@ -95,8 +96,13 @@ class TrialConfig:
     device: str = "auto"
     # auto: bf16 on CUDA, fp32 on CPU.
     precision: str = "auto"
-    # Threads for torch; 0 means the CPUs this process may run on.
+    # Threads for torch; 0 means the CPUs this process may run on (with workers: its share of them).
     cpus: int = 0
+    # Data-parallel processes, one device each: every step each takes batch_size / workers samples
+    # of the global batch, and losses, gradients and metrics are those of the global batch
+    # (trainables.distributed). `dualsweep train` starts them on this machine; a sweep sets this
+    # from resources.workers.
+    workers: int = 1
 
 
 DEFAULT_WARMUP_EPOCHS = 2.0
@@ -162,6 +168,14 @@ def check_ranges(cfg: DictConfig) -> None:
     if warmup is not None and not 0 <= warmup <= cfg.epochs:
         raise ConfigError(f"optim.warmup_epochs: must be in [0, epochs={cfg.epochs}] (or null: "
                           f"min({DEFAULT_WARMUP_EPOCHS:g}, epochs)), got {warmup}")
+    if cfg.workers < 1:
+        raise ConfigError(f"workers: must be >= 1 (data-parallel processes of the trial), got {cfg.workers}")
+    if cfg.batch_size % cfg.workers:
+        raise ConfigError(f"batch_size: {cfg.batch_size} does not split over workers={cfg.workers}; each process takes "
+                          f"an equal share of the global batch, so batch_size must be a multiple of {cfg.workers}")
+    if cfg.workers > 1 and re.fullmatch(r"cuda:\d+", cfg.device):
+        raise ConfigError(f"device: {cfg.device} names one device, but each of the {cfg.workers} workers takes its own; "
+                          "use auto, cuda or cpu")
     if cfg.cpus < 0:
         raise ConfigError(f"cpus: must be >= 0 (0 = all this process may use), got {cfg.cpus}")
     if cfg.eval.fewshot_k < 0:

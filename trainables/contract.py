@@ -75,6 +75,9 @@ class TrialKind:
     # What a trial of this config trains on (a validated config; ConfigError where that is unknown);
     # None: a kind whose cost is not estimated.
     training_load: Optional[Callable[[dict], TrainingLoad]] = None
+    # Its config has `workers` and its entry point runs `workers` > 1 as a data-parallel job, each
+    # worker asking for `worker_cpu` CPUs and `worker_gpu` GPUs (keyword arguments of the entry point).
+    data_parallel: bool = False
 
 
 # --- ssl: one SSL trial, trainables.train --------------------------------------------------------
@@ -152,6 +155,7 @@ TRIAL_KINDS: dict[str, TrialKind] = {
         final_metrics=("linear_acc",),
         artifacts=(SPECTRA_FILE,),
         training_load=ssl_training_load,
+        data_parallel=True,
     ),
     # The analytic stand-in of trainables.stand_in, for orchestrator tests and benchmarks.
     "stand_in": TrialKind(

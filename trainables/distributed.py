@@ -5,13 +5,15 @@ How a data-parallel trial uses it (W processes, one device each, torch.distribut
 every rank holding the same number of samples each step, e.g. a DistributedSampler with
 drop_last=True):
 1. Build the method from the same seed on every rank, then call `synchronize_batch_norm(method)`
-   before creating the optimizer and wrapping the method in DistributedDataParallel.
+   before creating the optimizer (and before wrapping the method in DistributedDataParallel, where
+   one does; trainables.train calls average_gradients instead).
 2. Each step every rank runs `method.training_step` on its own share of the global batch. The
    losses (trainables.losses) take every batch statistic over the global batch through the
    functions below, and each rank's loss is defined so that the mean of the W ranks' losses is
    the loss of the global batch.
-3. Average the gradients over the ranks, as DistributedDataParallel does. The gradients are then
-   those of one process on the whole batch (tests/test_distributed_losses.py checks every method).
+3. Average the gradients over the ranks, as DistributedDataParallel does (or average_gradients).
+   The gradients are then those of one process on the whole batch (tests/test_distributed_losses.py
+   checks every method).
    A rank's LossTerms are its share: report their mean over the ranks.
 
 The backward of gather_with_grad and all_reduce_with_grad sums over the ranks, so each rank's
@@ -160,3 +162,36 @@ def synchronize_batch_norm(module: nn.Module) -> nn.Module:
         else:
             synchronize_batch_norm(child)
     return module
+
+
+@torch.no_grad()
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Each parameter's gradient replaced by its mean over the ranks, as DistributedDataParallel
+    averages them, in one all-reduce after backward (DDP's hooks fire for forward(), and a method's
+    training_step is more than one forward). A parameter that no rank has a gradient for keeps
+    none, so the optimizer skips it as it would on one process."""
+    if world_size() == 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    grads = [p.grad.flatten() if p.grad is not None else p.new_zeros(p.numel()) for p in params]
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
+    flat = torch.cat([*grads, has_grad])
+    dist.all_reduce(flat)
+    averaged = flat[: -len(params)].div_(world_size()).split([p.numel() for p in params])
+    for p, grad, anyone in zip(params, averaged, flat[-len(params):].tolist()):
+        p.grad = grad.view_as(p).to(p.dtype) if anyone else None
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of `t` concatenated in rank order, without gradients; ranks may hold
+    different numbers of rows (e.g. their parts of a held-out split)."""
+    if world_size() == 1:
+        return t
+    counts = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([len(t)], device=t.device))
+    counts = [int(c) for c in counts]
+    padded = t.new_zeros((max(counts), *t.shape[1:]))
+    padded[: len(t)] = t
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:count] for part, count in zip(parts, counts)])

@@ -62,6 +62,8 @@ def build_trial_config(spec: SweepSpec, grid_values: dict[str, Any], params: dic
     """Base trial config + this cell's grid values + searched values (+ a confirmation seed),
     validated and completed with defaults by the trial kind, as the trial itself would."""
     config = copy.deepcopy(spec.trial)
+    if spec.resources.workers > 1 and TRIAL_KINDS[spec.trainable].data_parallel:
+        config["workers"] = spec.resources.workers
     if seed is not None:
         config["seed"] = seed
     try:

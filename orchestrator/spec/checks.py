@@ -175,18 +175,35 @@ def check_resources(spec: SweepSpec, problems: Problems, local_machine: bool) ->
     elif r.gpu > 1 and r.gpu != int(r.gpu):
         problems.add("resources.gpu", f"above 1 a trial takes whole GPUs, got {r.gpu}")
         return
+    for section, keys in (("trial", spec.trial), ("grid", spec.grid), ("search.params", spec.search.params)):
+        if "workers" in keys:
+            problems.add(f"{section}.workers", "a sweep sets the processes of its trials with resources.workers")
+    if r.workers < 1:
+        problems.add("resources.workers", f"must be >= 1 (data-parallel processes per trial), got {r.workers}")
+        return
+    if r.workers > 1:
+        data_parallel = [name for name, kind in TRIAL_KINDS.items() if kind.data_parallel]
+        if not TRIAL_KINDS[spec.trainable].data_parallel:
+            problems.add("resources.workers", f"a {spec.trainable} trial runs as one process; trials that run "
+                                              f"data-parallel: {', '.join(data_parallel)}")
+        if r.gpu not in (0, 1):
+            problems.add("resources.gpu", f"each worker of a data-parallel trial takes one whole GPU or none "
+                                          f"(one process per device), got {r.gpu}")
     if not local_machine:
         return  # a cluster's resources are only known once connected
+    # Rounded: a sum of fractions (0.1 + 3 x 0.3) reads as written.
+    cpu, gpu = (round(amount, 6) for amount in r.per_trial())
+    held = f" ({r.workers} workers and the trial's driver)" if r.workers > 1 else ""
     cpus = os.cpu_count() or 1
-    if r.cpu > cpus:
-        problems.add("resources.cpu", f"{r.cpu} CPUs per trial, but this machine has {cpus}; "
+    if cpu > cpus:
+        problems.add("resources.cpu", f"{cpu} CPUs per trial{held}, but this machine has {cpus}; "
                                       "use --address to run on a cluster")
-    if r.gpu > 0:
+    if gpu > 0:
         import torch  # only a sweep asking for GPUs pays for importing torch here
 
         gpus = torch.cuda.device_count()
-        if r.gpu > gpus:
-            problems.add("resources.gpu", f"{r.gpu} GPUs per trial, but this machine has {gpus}; "
+        if gpu > gpus:
+            problems.add("resources.gpu", f"{gpu} GPUs per trial{held}, but this machine has {gpus}; "
                                           "use resources.gpu=0 or --address to run on a cluster")
 
 

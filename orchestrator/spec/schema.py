@@ -54,11 +54,26 @@ class SchedulerSpec:
     reduction_factor: float = 3.0
 
 
+# What the Tune trial of a data-parallel trial asks for itself: it only waits for its workers and
+# hands their reports to Tune.
+TRIAL_DRIVER_CPU = 0.1
+
+
 @dataclass
 class ResourcesSpec:
-    # Per trial; fractions are allowed (e.g. gpu: 0.25 lets four small trials share a GPU).
+    # Per trial, or per worker of a data-parallel trial; fractions are allowed (e.g. gpu: 0.25 lets
+    # four small trials share a GPU).
     cpu: float = 1.0
     gpu: float = 0.0
+    # Data-parallel processes per trial (a Ray Train run inside the Tune trial), each with `cpu`
+    # and `gpu`; sets the trial config's `workers`.
+    workers: int = 1
+
+    def per_trial(self) -> tuple[float, float]:
+        """(CPUs, GPUs) that one trial holds: its own, or its workers' and its driver's."""
+        if self.workers == 1:
+            return self.cpu, self.gpu
+        return TRIAL_DRIVER_CPU + self.workers * self.cpu, self.workers * self.gpu
 
 
 @dataclass
