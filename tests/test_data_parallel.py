@@ -15,7 +15,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import ray
 import torch
 from mlflow.tracking import MlflowClient
 
