@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.storage import load_sweep_dir
 from orchestrator.sweep_report import read_trials
+from trainables.stand_in import read_epoch_log
 
 pytestmark = pytest.mark.cluster
 
@@ -192,15 +193,6 @@ def trial_runs(tmp_path: Path, sweep: str) -> dict[str, object]:
     keys = [run.data.tags["trial_key"] for run in runs]
     assert len(keys) == len(set(keys)), sorted(keys)
     return {run.data.tags["trial_key"]: run for run in runs}
-
-
-def read_epoch_log(path: Path) -> list[tuple[str, str, int, int, int]]:
-    """(trial, Ray job, epoch, resumed from epoch, pid) per epoch a stand-in trial ran."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        key, job, epoch, start, pid = line.split()
-        rows.append((key, job, int(epoch), int(start), int(pid)))
-    return rows
 
 
 def test_trials_land_on_both_nodes(clusters, env, tmp_path):

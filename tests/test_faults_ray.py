@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from orchestrator.runner import run_sweep
 from orchestrator.spec import expand_cells, load_spec
 from orchestrator.storage import load_sweep_dir
 from orchestrator.sweep_report import read_trials
+from trainables.stand_in import read_epoch_log
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults, pytest.mark.usefixtures("ray_cluster")]
 
@@ -37,13 +37,7 @@ def write_sweep(directory: Path, name: str, body: str) -> Path:
 
 def epoch_rows(path: Path) -> list[tuple[str, int, int, int]]:
     """(trial key, epoch, resumed-from epoch, worker pid) per epoch the stand-in ran."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        key, _job, epoch, start, pid = line.split()
-        rows.append((key, int(epoch), int(start), int(pid)))
-    return rows
+    return [(line.key, line.epoch, line.start, line.pid) for line in read_epoch_log(path)]
 
 
 def trial_runs(path: Path) -> dict[str, object]:

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.spec import load_spec
 from orchestrator.storage import load_sweep_dir
 from orchestrator.sweep_report import read_trials
+from trainables.stand_in import read_epoch_log
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults, pytest.mark.usefixtures("ray_cluster")]
 
@@ -45,13 +46,7 @@ def write_sweep(directory: Path, epoch_log: Path) -> Path:
 
 def epoch_rows(path: Path) -> list[tuple[str, str, int, int]]:
     """(trial key, Ray job, epoch, resumed-from epoch) per epoch the stand-in ran."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        key, job, epoch, start, _pid = line.split()
-        rows.append((key, job, int(epoch), int(start)))
-    return rows
+    return [(line.key, line.job, line.epoch, line.start) for line in read_epoch_log(path)]
 
 
 def configs(sweep_dir: Path) -> dict[str, float]:

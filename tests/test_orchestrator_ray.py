@@ -26,6 +26,7 @@ from orchestrator.spec import load_spec
 from orchestrator.runner import run_sweep
 from orchestrator.sweep_report import read_trials
 from orchestrator.storage import OPTUNA_FILE, SPEC_FILE, load_sweep_dir
+from trainables.stand_in import read_epoch_log
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 
@@ -287,15 +288,9 @@ def test_ui_serves_the_runs_on_loopback(finished_sweep):
 EPOCHS = 6
 
 
-def read_epoch_log(path: Path) -> list[tuple[str, str, int, int]]:
+def epoch_rows(path: Path) -> list[tuple[str, str, int, int]]:
     """(trial key, Ray job, epoch, resumed-from epoch) per epoch actually run."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        key, job, epoch, start, _pid = line.split()
-        rows.append((key, job, int(epoch), int(start)))
-    return rows
+    return [(line.key, line.job, line.epoch, line.start) for line in read_epoch_log(path)]
 
 
 @pytest.mark.faults
@@ -327,7 +322,7 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypa
         assert driver.poll() is None, "the driver ended before it could be killed"
         assert time.monotonic() < deadline, "no moment to kill the driver came"
         now = time.monotonic()
-        for key, _, epoch, _ in read_epoch_log(epoch_log):
+        for key, _, epoch, _ in epoch_rows(epoch_log):
             if epoch == EPOCHS:
                 finished_at.setdefault(key, now)
             if epoch > progressed_at.get(key, (0, 0.0))[0]:
@@ -339,7 +334,7 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypa
         time.sleep(0.2)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    before = read_epoch_log(epoch_log)
+    before = epoch_rows(epoch_log)
     finished_before = set(finished_at)
     first_job = before[0][1]
 
@@ -360,7 +355,7 @@ def test_kill_driver_then_resume(tmp_path, ray_cluster, phase, storage, monkeypa
     # Conditions the resume handles (e.g. an older checkpoint deleted before the kill) print no traceback.
     assert "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
 
-    rows = read_epoch_log(epoch_log)
+    rows = epoch_rows(epoch_log)
     after = [r for r in rows if r[1] != first_job]
     planned = {f"c0{c}-search-00{i}" for c in range(2) for i in range(3)} | {"c00-confirm-seed1", "c01-confirm-seed1"}
     # Every trial ends exactly once, in Ray's final state.

@@ -21,7 +21,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -109,6 +109,27 @@ def train_stand_in(config: dict, report: Callable[[dict, str], None], resume_fro
         if math.isnan(value):
             break
     return metrics
+
+
+class EpochLine(NamedTuple):
+    """One line of a stand-in's `epoch_log`: an epoch a trial actually ran."""
+
+    key: str  # the trial's key
+    job: str  # the Ray job (one per driver)
+    epoch: int
+    start: int  # the epoch it resumed from
+    pid: int  # the worker process
+
+
+def read_epoch_log(path: Path) -> list[EpochLine]:
+    """Every line of an `epoch_log` (a trial name is "<key> <job>" under Tune), in order."""
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        key, job, epoch, start, pid = line.split()
+        lines.append(EpochLine(key, job, int(epoch), int(start), int(pid)))
+    return lines
 
 
 def read_state(checkpoint_dir: str) -> int:
