@@ -252,9 +252,14 @@ class Outage:
         threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
 
     def down(self) -> None:
-        self.listener.close()
-        for connection in self.connections:
-            connection.close()
+        # close() alone leaves a socket that another thread blocks on (accept, recv) open in the
+        # kernel, still listening or connected: shutdown() wakes those threads and ends it.
+        for sock in (self.listener, *self.connections):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # a connection the other side had closed already
+            sock.close()
         self.connections.clear()
 
     def accept(self, listener: socket.socket) -> None:

@@ -67,12 +67,12 @@ def run_under_tune(train_fn: TrainFunction, trial_config: dict, checkpoint_folde
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
     latest = tune.get_checkpoint()
-    known = latest.path.rstrip("/").rsplit("/", 1)[1] if latest else ""
-    # Ray's snapshot may lag the checkpoints a killed driver's trial had made: the newest in storage.
+    known_epoch = max(reported_epoch(latest), 0) if latest else 0
+    # Ray's snapshot may lag the checkpoints a killed driver's trial had made: the furthest in storage.
     candidates = saved_checkpoints(checkpoint_folder) or (restore_candidates(latest) if latest else [])
     for checkpoint in candidates:
         with checkpoint.as_directory() as directory:
-            if checkpoint.path.rstrip("/").rsplit("/", 1)[1] > known:
+            if reported_epoch(checkpoint) > known_epoch:
                 # The killed driver may never have received this checkpoint's result: report it again
                 # (MLflow's writer skips an epoch it has logged).
                 report_again(directory)
@@ -94,6 +94,15 @@ def report_again(checkpoint_dir: str) -> None:
     tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
 
+def reported_epoch(checkpoint: tune.Checkpoint) -> int:
+    """The epoch whose result was reported with `checkpoint`; -1 when that cannot be read."""
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{REPORTED_FILE}") as stream:
+            return int(json.loads(stream.read()).get("epoch", -1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return -1
+
+
 def restore_candidates(latest: tune.Checkpoint) -> list[tune.Checkpoint]:
     """`latest` and the older checkpoints beside it in the trial's storage, newest first."""
     folder, name = latest.path.rstrip("/").rsplit("/", 1)
@@ -101,11 +110,19 @@ def restore_candidates(latest: tune.Checkpoint) -> list[tune.Checkpoint]:
 
 
 def saved_checkpoints(folder: str | None) -> list[tune.Checkpoint]:
-    """The checkpoints a trial left in its folder (a path or URI), newest first; none without one."""
+    """The checkpoints a trial left in its folder (a path or URI), the furthest along first; none
+    without one. A trial started again under a new id finds its folder taken, and Tune gives it
+    `<folder>_<4 hex digits>`: its checkpoints there count too."""
     if not folder:
         return []
     filesystem, path = pyarrow.fs.FileSystem.from_uri(folder if "://" in folder else f"file://{folder}")
-    found = checkpoints_in(path, filesystem)
+    parent, name = path.rstrip("/").rsplit("/", 1)
+    own = re.compile(re.escape(name) + r"(_[0-9a-f]{4})?")
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+    found = [checkpoint for info in entries
+             if info.type == pyarrow.fs.FileType.Directory and own.fullmatch(info.base_name)
+             for checkpoint in checkpoints_in(info.path, filesystem)]
+    found.sort(key=lambda checkpoint: (reported_epoch(checkpoint), checkpoint.path), reverse=True)
     if found:
         log.info("trial %s: its newest checkpoint is %s", folder, found[0].path)
     return found
