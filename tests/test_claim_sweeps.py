@@ -11,13 +11,15 @@ from orchestrator.spec import expand_cells, load_spec
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_SWEEPS = sorted((ROOT / "sweeps" / "claims").glob("*.yaml"))
 DECLARED = {
-    "garrido": {"G1", "G2", "G3", "G4", "G6", "G7"},
+    "garrido": {"G1", "G2a", "G2b", "G3", "G4a", "G4b", "G6", "G7"},
+    "garrido_dims": {"G5a", "G5b"},
     "tian": {"T1", "T2", "T3"},
     "tian_directpred": {"T4", "T5"},
     "jing": {"J2", "J3"},
     "jing_directclr": {"J1", "J4"},
     "chen": {"C1", "C2"},
-    "pokle": {"P1", "P2"},
+    "chen_objects": {"C3"},
+    "pokle": {"P1", "P2a", "P2b"},
 }
 
 

@@ -169,6 +169,27 @@ def test_digits_clutter_digit_size_and_clutter():
     assert float((lines > 0.05).float().mean()) > float((clean > 0.05).float().mean()) + 0.05
 
 
+def test_digits_dominant_shares_one_large_companion_across_a_sources_composites():
+    alone = bundle("digits_dominant", dominant=False, noise_std=0.0)
+    crowded = bundle("digits_dominant", noise_std=0.0)
+    assert crowded.train.samples.shape[1:] == (2, 1, 24, 24)  # two composites per source digit
+    assert torch.equal(alone.train.labels, crowded.train.labels)  # the label is the small digit's
+    ink_alone = (alone.eval_train.samples > 0.25).float().sum(dim=(1, 2, 3))
+    ink_crowded = (crowded.eval_train.samples > 0.25).float().sum(dim=(1, 2, 3))
+    # A 16-20 px companion has several times the ink of the 7-10 px labeled digit.
+    assert float(ink_crowded.mean()) > 3 * float(ink_alone.mean())
+    # The companion is one digit in both composites of a source, at another place: with a 1 px
+    # labeled digit and a fixed companion size, the composites' sorted pixels nearly agree, unlike
+    # those of two sources' composites.
+    fixed = bundle("digits_dominant", noise_std=0.0, digit_min=1, digit_max=1, dominant_min=18, dominant_max=18)
+    pixels = fixed.train.samples.flatten(2).sort(dim=2).values  # (sources, 2, 576)
+    same = (pixels[:, 0] - pixels[:, 1]).abs().mean(dim=1)
+    other = (pixels[:-1, 0] - pixels[1:, 1]).abs().mean(dim=1)
+    assert float(same.median()) < 0.3 * float(other.median())
+    with pytest.raises(ConfigError, match="dominant_min"):
+        bundle("digits_dominant", dominant_min=30)
+
+
 def test_digits_on_natural_backgrounds_and_contrast_knob():
     b = bundle("digits_on_natural", composites=1)
     assert b.train.samples.shape[1:] == (3, 32, 32) and b.input_shape == (3, 32, 32)

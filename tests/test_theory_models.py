@@ -9,7 +9,8 @@ from trainables.diagnostics import (covariance_eigenvalues, layer_alignment, mod
                                     predictor_diagnostics, recovery)
 from trainables.evaluate import fewshot_accuracy, fewshot_indices
 from trainables.methods import METHODS
-from trainables.models import DeepLinear, SymReLU, build_backbone
+from trainables.errors import ConfigError
+from trainables.models import DeepLinear, SymReLU, build_backbone, start_at_dictionary
 from trainables.theory import ModeDynamics, collapse_threshold, fixed_points, flow_time
 
 
@@ -55,6 +56,21 @@ def test_symrelu_is_odd_with_a_dead_zone():
         h = net.linear(x)
         expected = torch.sign(h) * (h.abs() - 0.5).clamp_min(0)
     torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=0)
+
+
+def test_warm_start_puts_the_first_units_on_the_dictionary():
+    torch.manual_seed(0)
+    net, _ = build_backbone("symrelu", (50,), 12)
+    norms = net.linear.weight.norm(dim=1)
+    dictionary = orthonormal(50, 10)
+    assert recovery(net.linear.weight, dictionary)["recovery_min"] < 0.8  # random init
+    start_at_dictionary(net, dictionary, noise_std=0.0)
+    assert recovery(net.linear.weight, dictionary)["recovery_min"] > 0.999
+    torch.testing.assert_close(net.linear.weight.norm(dim=1), norms)  # the init's scale is kept
+    start_at_dictionary(net, dictionary, noise_std=0.03)
+    assert 0.9 < recovery(net.linear.weight, dictionary)["recovery_min"] < 0.999
+    with pytest.raises(ConfigError, match="width >= d=10"):
+        start_at_dictionary(build_backbone("symrelu", (50,), 8)[0], dictionary, 0.0)
 
 
 # --- diagnostics -----------------------------------------------------------------------------------

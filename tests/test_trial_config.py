@@ -27,6 +27,9 @@ def test_defaults_and_merge():
     ({"optim": {"warmup_epochs": 100}}, "optim.warmup_epochs: must be in [0, epochs=30] (or null: min(2, epochs))"),
     ({"precision": "fp8"}, "precision: unknown value"),
     ({"batch_size": 1}, "batch_size: must be >= 2"),
+    ({"model": {"init": "dictionary"}}, "model.init: dictionary starts a symrelu encoder on sparse_coding's dictionary; got backbone mlp on digits"),
+    ({"model": {"init": "warm"}}, "model.init: unknown value 'warm'; allowed: random, dictionary"),
+    ({"model": {"warm_start_noise": -1}}, "model.warm_start_noise: must be >= 0"),
 ])
 def test_bad_values_name_the_key(config, fragment):
     with pytest.raises(ConfigError) as info:

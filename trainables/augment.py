@@ -36,7 +36,7 @@ def recipe(dataset: str, style: str) -> tuple[ViewRecipe, ViewRecipe]:
     if style == "none":
         plain = ViewRecipe(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
         return plain, plain
-    if dataset in ("digits", "digits_clutter"):
+    if dataset in ("digits", "digits_clutter", "digits_dominant"):
         # Grayscale digits: no flips (they change the digit), no colour; crops and pixel noise.
         digit = ViewRecipe(crop_scale=(0.5, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0, noise_std=0.1)
         return digit, digit

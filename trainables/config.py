@@ -49,6 +49,10 @@ class ModelConfig:
     init_spectrum_decay: Optional[float] = None
     # Garrido's notation: "2048-2048-256" = Linear-BN-ReLU between layers, plain last; "none".
     projector: str = "1024-1024-128"
+    # random: PyTorch's init. dictionary (symrelu on sparse_coding): Pokle et al.'s warm start, the
+    # first d units at the dictionary's d columns plus Gaussian noise of std warm_start_noise.
+    init: str = "random"
+    warm_start_noise: float = 0.1
 
 
 @dataclass
@@ -182,7 +186,13 @@ def check_ranges(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.fewshot_k: must be >= 0 (0 = no fewshot_acc), got {cfg.eval.fewshot_k}")
     if not 0.0 < cfg.eval.collapse_threshold < 1.0:
         raise ConfigError(f"eval.collapse_threshold: must be in (0, 1), got {cfg.eval.collapse_threshold}")
+    if cfg.model.init == "dictionary" and (cfg.model.backbone, cfg.data.name) != ("symrelu", "sparse_coding"):
+        raise ConfigError(f"model.init: dictionary starts a symrelu encoder on sparse_coding's dictionary; got backbone "
+                          f"{cfg.model.backbone} on {cfg.data.name}")
+    if cfg.model.warm_start_noise < 0:
+        raise ConfigError(f"model.warm_start_noise: must be >= 0, got {cfg.model.warm_start_noise}")
     choices = {
+        "model.init": (cfg.model.init, ("random", "dictionary")),
         "optim.name": (cfg.optim.name, ("sgd", "adamw", "lars")),
         "precision": (cfg.precision, ("auto", "fp32", "bf16")),
         "data.augment": (cfg.data.augment, ("simclr", "byol", "none")),

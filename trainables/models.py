@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -155,6 +156,20 @@ class SymReLU(MatrixBackbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.linear(x.flatten(1)))
         return torch.relu(h + self.bias) - torch.relu(-h + self.bias)
+
+
+def start_at_dictionary(encoder: SymReLU, dictionary: torch.Tensor, noise_std: float) -> None:
+    """Pokle et al.'s warm start: unit i < d of the encoder starts at the dictionary's column M_i plus
+    N(0, noise_std^2) per coordinate, rescaled to the norm PyTorch's init gave it; the other units
+    keep their random init. Uses the global torch RNG."""
+    weight = encoder.linear.weight
+    p, d = dictionary.shape
+    if weight.shape != (weight.shape[0], p) or weight.shape[0] < d:
+        raise ConfigError(f"model.init: dictionary needs an encoder of width >= d={d} on inputs of dim p={p}; "
+                          f"its weight is {tuple(weight.shape)}")
+    with torch.no_grad():
+        rows = dictionary.T.to(weight) + noise_std * torch.randn(d, p).to(weight)
+        weight[:d] = F.normalize(rows, dim=1) * weight[:d].norm(dim=1, keepdim=True)
 
 
 @BACKBONES.register("linear")

@@ -42,7 +42,7 @@ from trainables.evaluate import (effective_rank, extract, fewshot_accuracy, knn_
                                  normalized_std)
 from trainables.losses import LossTerms
 from trainables.methods import METHODS, Method
-from trainables.models import build_backbone
+from trainables.models import build_backbone, start_at_dictionary
 from trainables.optim import build_optimizer, build_scheduler
 from trainables.provenance import PROVENANCE_KEY, trial_provenance
 
@@ -80,6 +80,8 @@ class Trial:
         torch.manual_seed(cfg.seed)
         m = cfg.model
         backbone, repr_dim = build_backbone(m.backbone, self.data.input_shape, m.width, m.depth, m.init_spectrum_decay)
+        if m.init == "dictionary":
+            start_at_dictionary(backbone, self.data.dictionary, m.warm_start_noise)
         self.method: Method = method_cls(backbone, repr_dim, cfg.model.projector, kwargs).to(self.place.device)
         synchronize_batch_norm(self.method)
         self.probe = nn.Linear(repr_dim, self.data.num_classes).to(self.place.device)

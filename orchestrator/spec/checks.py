@@ -17,8 +17,9 @@ from orchestrator.spec.schema import (MODES, NAME_RULE, PARAM_TYPES, SAFE_NAME, 
 from trainables import ConfigError
 from trainables.contract import FAMILIES, TRIAL_KINDS, method_names
 
-# Claim ids follow docs/claims.md: paper letter + claim number (G3, T1, ...).
-CLAIM_ID = re.compile(r"[GTJCP][0-9]+")
+# Claim ids follow docs/claims.md: paper letter + claim number (G3, T1, ...), and a part letter for
+# a claim judged in parts (G5a, G5b: the rise to the peak, the plateau after it).
+CLAIM_ID = re.compile(r"[GTJCP][0-9]+[a-z]?")
 
 
 def check_spec(spec: SweepSpec, problems: Problems, local_machine: bool) -> None:
@@ -213,8 +214,8 @@ def check_claims(spec: SweepSpec, problems: Problems, metrics: list[str]) -> Non
     for index, claim in enumerate(spec.claims):
         where = f"claims[{index}]"
         if not CLAIM_ID.fullmatch(claim.id):
-            problems.add(f"{where}.id", f"{claim.id!r} is not a claim id: a paper letter (G, T, J, C, P) and a "
-                                        "number, as listed in docs/claims.md")
+            problems.add(f"{where}.id", f"{claim.id!r} is not a claim id: a paper letter (G, T, J, C, P), a number "
+                                        "and an optional part letter (G5, G5a), as listed in docs/claims.md")
         if claim.id in seen:
             problems.add(f"{where}.id", f"{claim.id} is declared twice")
         seen.add(claim.id)

@@ -5,6 +5,9 @@ image seen in training.
 - digits: the 1797 digits themselves (8x8 grey), split stratified by class.
 - digits_clutter: each digit scaled to 10-15 px at a random place on a 24x24 canvas, among random
   line segments, plus pixel noise. SSL methods are far from saturation here.
+- digits_dominant: each digit scaled to 7-10 px at a random place on a 24x24 canvas, with (by
+  default) a second, larger digit unrelated to the label that every view of the sample shares
+  (Chen et al.'s claim 3: the dominant object suppresses the small one), plus pixel noise.
 - digits_on_natural: each digit scaled, coloured and pasted at a random place on a random crop of
   the natural photographs that ship with scikit-image (32x32 RGB). The backgrounds compete with
   the digit for the encoder's capacity (Chen et al.'s feature suppression, on a CPU scale).
@@ -161,14 +164,15 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 
 def composite_bundle(cfg: DictConfig, o: CompositeOptions, compose) -> DataBundle:
-    """`compose(digits, gen)` applied to `composites` copies of every training source digit (the kNN
-    bank and probes see each composite, labeled) and `test_composites` copies of every held-out one."""
+    """`compose(digits, gen, sources)` applied to `composites` copies of every training source digit
+    (the kNN bank and probes see each composite, labeled) and `test_composites` copies of every
+    held-out one; the copies are copy-major: row r of `digits` is a copy of source r % sources."""
     x_train, y_train, x_test, y_test = digit_sources(cfg)
     gen = torch.Generator().manual_seed(cfg.split_seed)
-    # Copy-major: composite c of source i is row c * len(x_train) + i.
-    train = compose(x_train.repeat(o.composites, 1, 1, 1), gen)
+    train = compose(x_train.repeat(o.composites, 1, 1, 1), gen, len(x_train))
     labeled = TensorSamples(train, y_train.repeat(o.composites))
-    test = TensorSamples(compose(x_test.repeat(o.test_composites, 1, 1, 1), gen), y_test.repeat(o.test_composites))
+    test = TensorSamples(compose(x_test.repeat(o.test_composites, 1, 1, 1), gen, len(x_test)),
+                         y_test.repeat(o.test_composites))
     bundle = image_bundle(cfg, labeled, labeled, test, 10, tuple(train.shape[1:]), *channel_stats(train))
     if not o.pair_views:
         return bundle
@@ -217,8 +221,47 @@ def line_segments(n: int, lines: int, side: int, width: float, gen: torch.Genera
 def digits_clutter(cfg: DictConfig, o: DigitsClutterOptions) -> DataBundle:
     side = o.canvas_side()
 
-    def compose(digits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def compose(digits: torch.Tensor, gen: torch.Generator, sources: int) -> torch.Tensor:
         image = torch.maximum(place_digits(digits, side, o, gen), line_segments(len(digits), o.lines, side, o.line_width, gen))
+        return (image + o.noise_std * torch.randn(image.shape, generator=gen)).clamp(0, 1)
+
+    return composite_bundle(cfg, o, compose)
+
+
+# --- digits_dominant ------------------------------------------------------------------------------
+@dataclass
+class DigitsDominantOptions(CompositeOptions):
+    # The labeled digit is small: 7-10 px.
+    digit_min: float = 7.0
+    digit_max: float = 10.0
+    # With `dominant`, each source digit gets a companion: another digit of its split, drawn at
+    # random once (so the same in every composite and view of the source, and unrelated to the
+    # label), pasted at dominant_min-dominant_max px. Without, the small digit is alone.
+    dominant: bool = True
+    dominant_min: float = 16.0
+    dominant_max: float = 20.0
+    noise_std: float = 0.1
+
+    def canvas_side(self) -> int:
+        return 24
+
+    def check(self) -> None:
+        super().check()
+        require_option(0 < self.dominant_min <= self.dominant_max <= self.canvas_side(), "dominant_min",
+                f"need 0 < dominant_min <= dominant_max <= {self.canvas_side()}, got {self.dominant_min}, {self.dominant_max}")
+        require_option(self.noise_std >= 0, "noise_std", f"must be >= 0, got {self.noise_std}")
+
+
+@DATASETS.register_dataset("digits_dominant", DigitsDominantOptions)
+def digits_dominant(cfg: DictConfig, o: DigitsDominantOptions) -> DataBundle:
+    side = o.canvas_side()
+    large = dataclasses.replace(o, digit_min=o.dominant_min, digit_max=o.dominant_max)
+
+    def compose(digits: torch.Tensor, gen: torch.Generator, sources: int) -> torch.Tensor:
+        image = place_digits(digits, side, o, gen)
+        if o.dominant:
+            companion = torch.randint(0, sources, (sources,), generator=gen).repeat(len(digits) // sources)
+            image = torch.maximum(image, place_digits(digits[companion], side, large, gen))
         return (image + o.noise_std * torch.randn(image.shape, generator=gen)).clamp(0, 1)
 
     return composite_bundle(cfg, o, compose)
@@ -285,7 +328,7 @@ def background_crops(n: int, o: DigitsOnNaturalOptions, gen: torch.Generator) ->
 def digits_on_natural(cfg: DictConfig, o: DigitsOnNaturalOptions) -> DataBundle:
     side = o.canvas_side()
 
-    def compose(digits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def compose(digits: torch.Tensor, gen: torch.Generator, sources: int) -> torch.Tensor:
         alpha = place_digits(digits, side, o, gen).clamp(0, 1)
         colour = torch.rand(len(digits), 3, 1, 1, generator=gen)
         return background_crops(len(digits), o, gen) * (1 - alpha) + colour * alpha
