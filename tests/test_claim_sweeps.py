@@ -11,9 +11,11 @@ from orchestrator.spec import expand_cells, load_spec
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_SWEEPS = sorted((ROOT / "sweeps" / "claims").glob("*.yaml"))
 DECLARED = {
-    "garrido": {"G1", "G2a", "G2b", "G3", "G4a", "G4b", "G6", "G7"},
+    "garrido": {"G1", "G2b", "G3", "G4a", "G6", "G7"},
+    "garrido_batch": {"G7"},
     "garrido_dims": {"G5a", "G5b"},
-    "tian": {"T1", "T2", "T3"},
+    "garrido_variants": {"G2a", "G4b"},
+    "tian": {"T1a", "T1b", "T2a", "T2b", "T3"},
     "tian_directpred": {"T4", "T5"},
     "jing": {"J2", "J3"},
     "jing_directclr": {"J1", "J4"},
