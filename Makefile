@@ -34,7 +34,8 @@ test-ui: install
 test-faults: install
 	$(BIN)/python -m pytest -q -m faults tests
 
-# Data-parallel trials (Ray Train inside Tune trials): being built, not yet in .ci/run.
+# Data-parallel trials (Ray Train inside Tune trials, gloo on CPU): 2-process equivalence, a sweep
+# of 2-worker trials with a worker killed; a few minutes.
 test-scale: install
 	$(BIN)/python -m pytest -q -m scale tests
 
