@@ -121,7 +121,7 @@ def test_trial_config_is_built_from_base_grid_and_search():
     assert config["method"] == "simclr" and config["batch_size"] == 64
     assert config["model"]["projector"] == "512-512-128"
     assert config["optim"]["lr"] == 0.3 and config["method_kwargs"] == {"temperature": 0.2}
-    assert config["seed"] == 7 and config["epochs"] == 50
+    assert config["seed"] == 7 and config["epochs"] == 35
 
 
 def test_storage_uri_keeps_rays_experiment_in_the_bucket_and_the_studies_local(tmp_path, monkeypatch):
