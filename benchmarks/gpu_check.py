@@ -16,7 +16,6 @@ script works, not the GPU figures.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -29,67 +28,12 @@ from orchestrator.spec.cost import GPU_PEAK_FLOPS, TRAIN_FLOPS_PER_FORWARD
 from trainables.augment import Augmenter, recipe
 from trainables.data.disk import IMAGENET_MEAN, IMAGENET_STD
 from trainables.data.image_pipeline import FolderImages
-from trainables.losses import nt_xent_loss
-from trainables.models import build_backbone, build_projector, forward_flops
-from trainables.train import Trial
-from trial_throughput import write_random_cifar
+from trainables.models import forward_flops
+from trial_throughput import synchronize, trial_step_vs_bare, write_random_cifar
 
 PROJECTOR = "2048-128"
 # Dense bf16 peaks by device name (H100 / H200 as the cost estimates take them).
 PEAKS = {"H100": GPU_PEAK_FLOPS, "H200": GPU_PEAK_FLOPS, "A100": 312e12}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(step, steps: int, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def trial_vs_bare(root: Path, batch_size: int, steps: int, rounds: int) -> tuple[float, float, torch.device]:
-    """Median samples/s of the trial step and of the bare loop, alternating rounds."""
-    trial = Trial({"method": "simclr", "data": {"name": "cifar10", "root": str(root)}, "batch_size": batch_size,
-                   "model": {"backbone": "resnet18", "projector": PROJECTOR}, "epochs": 100,
-                   "optim": {"warmup_epochs": 0}})
-    place = trial.place
-    images, labels = next(trial.data.train.batches(batch_size))
-    images, labels = trial.to_device(images), labels.to(place.device)
-    gen = torch.Generator(place.device).manual_seed(0)
-
-    torch.manual_seed(0)
-    backbone, dim = build_backbone("resnet18", (3, 32, 32), 512)
-    projector, _ = build_projector(PROJECTOR, dim)
-    model = torch.nn.Sequential(backbone, projector).to(place.device)
-    if place.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    augmenter = trial.data.view_maker
-
-    def bare_step():
-        x1, x2 = augmenter.views(images, gen)
-        with place.autocast():
-            loss = nt_xent_loss(model(x1), model(x2), 0.1).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def trial_step():
-        trial.train_step(images, labels, gen)
-
-    for _ in range(2):  # warm-up: kernels chosen, memory cached
-        trial_step(), bare_step()
-    ours, bare = [], []
-    for _ in range(rounds):
-        ours.append(steps * batch_size / timed(trial_step, steps, place.device))
-        bare.append(steps * batch_size / timed(bare_step, steps, place.device))
-    return statistics.median(ours), statistics.median(bare), place.device
 
 
 def input_path(folder: Path, size: int, batch_size: int, workers: int, device: torch.device) -> tuple[float, float]:
@@ -130,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         write_random_cifar(Path(tmp), n_per_batch=batch)
-        ours, bare, device = trial_vs_bare(Path(tmp), batch, steps, rounds)
+        ours, bare, device = trial_step_vs_bare(Path(tmp), batch, steps, rounds, "resnet18", 512, PROJECTOR)
     print(f"(1) trial step {ours:8.1f} samples/s | bare PyTorch loop {bare:8.1f} samples/s | ratio {ours / bare:.3f} "
           f"(target >= 0.95; {'bf16, channels_last' if gpu else 'fp32, CPU'})")
 
