@@ -164,7 +164,7 @@ def start_at_dictionary(encoder: SymReLU, dictionary: torch.Tensor, noise_std: f
     keep their random init. Uses the global torch RNG."""
     weight = encoder.linear.weight
     p, d = dictionary.shape
-    if weight.shape != (weight.shape[0], p) or weight.shape[0] < d:
+    if weight.shape[1] != p or weight.shape[0] < d:
         raise ConfigError(f"model.init: dictionary needs an encoder of width >= d={d} on inputs of dim p={p}; "
                           f"its weight is {tuple(weight.shape)}")
     with torch.no_grad():
