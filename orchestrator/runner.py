@@ -25,7 +25,7 @@ from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import SWEEP_KEY, Cell, LoadedSpec, expand_cells, planned_trials, sweep_info
 from orchestrator.spec.schema import TRIAL_DRIVER_CPU
 from orchestrator.storage import (TUNE_DIR, create_sweep_dir, driver_lock, ensure_new_sweep, load_sweep_dir, optuna_url,
-                                  tune_path)
+                                  snapshot_to_restore, tune_path)
 from orchestrator.tracking import MlflowTracking, check_store, end_parent_run, start_parent_run
 from trainables.contract import TRIAL_KINDS
 
@@ -268,7 +268,9 @@ def resume_sweep(sweep_dir: Path, address: Optional[str], verbose: int = 0) -> O
     # A driver killed before Ray's first snapshot left nothing for Tune to restore: start the Tuner
     # afresh; the searcher takes up the Optuna trials already asked and MLflow runs are found by tag.
     with driver_lock(sweep_dir):
-        restore = tune.Tuner.can_restore(tune_path(loaded))
+        restore, set_aside = snapshot_to_restore(tune_path(loaded))
+        for line in set_aside:
+            print(f"dualsweep: {line}", file=sys.stderr, flush=True)
         return execute(loaded, expand_cells(loaded.spec), address, verbose, restore=restore)
 
 

@@ -15,6 +15,8 @@ import fcntl
 import hashlib
 import json
 import os
+import pickletools
+import re
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -34,6 +36,11 @@ ROUNDS_FILE = "rounds.json"
 MARKER_FILE = ".dualsweep"
 # Held by the driver that runs the sweep; the kernel releases it when that process ends, killed or not.
 LOCK_FILE = ".driver.lock"
+# Ray Tune's experiment snapshot: each driver (session) writes its own set, named by its start time.
+SNAPSHOT_FILE = re.compile(
+    r"(?P<kind>experiment_state|searcher-state|search_gen_state|callback-states)-(?P<session>.+)\.(?:json|pkl)")
+TUNER_FILE = "tuner.pkl"
+SET_ASIDE_DIR = "cut"
 
 
 def optuna_url(sweep_dir: Path) -> str:
@@ -193,3 +200,83 @@ def read_rounds(sweep_dir: Path) -> dict:
     """rounds.json as the searcher last wrote it; empty before the first look (or with fixed seeds)."""
     path = sweep_dir / ROUNDS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def reads_whole(name: str, data: bytes) -> bool:
+    """Whether a snapshot file is complete: the experiment state, JSON that parses; the others, pickles
+    (search_gen_state's .json too) whose opcodes run to their STOP, walked, not loaded."""
+    try:
+        if name.startswith("experiment_state-"):
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(data):
+                pass
+    except ValueError:
+        return False
+    return True
+
+
+def tune_files(tune_dir: str):
+    """Ray Tune's experiment folder (a local path or a URI) as (file system, path, {file name: path} of
+    the files at its top), or None while it does not exist."""
+    import pyarrow.fs  # Ray's own file system layer: tune/ may be behind a storage URI
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(tune_dir) if is_uri(tune_dir) else (
+        pyarrow.fs.LocalFileSystem(), tune_dir)
+    if filesystem.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+        return None
+    files = {info.base_name: info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(root))
+             if info.type == pyarrow.fs.FileType.File}
+    return filesystem, root, files
+
+
+def file_reads_whole(filesystem, path: str) -> bool:
+    with filesystem.open_input_stream(path) as stream:
+        return reads_whole(Path(path).name, stream.read())
+
+
+def newest_experiment_state(tune_dir: str) -> Optional[str]:
+    """The newest of Tune's experiment state files that reads whole, for readers (status, report): a
+    file of the running driver may be in the middle of its copy, and a killed one's cut short."""
+    found = tune_files(tune_dir)
+    if found is None:
+        return None
+    filesystem, _, files = found
+    states = sorted((name for name in files if name.startswith("experiment_state-")), reverse=True)
+    return next((f"{tune_dir}/{name}" for name in states if file_reads_whole(filesystem, files[name])), None)
+
+
+def snapshot_to_restore(tune_dir: str) -> tuple[bool, list[str]]:
+    """Whether Ray Tune can restore the experiment in tune_dir, and what was set aside (lines to
+    print). Tune copies its snapshot files to the storage in place, not atomically: a driver killed in
+    a copy leaves a file cut short (or not copied yet), and Tune, unable to read it, would start the
+    experiment over. Each driver (session) writes its own set, but an older set is no way back: it
+    names checkpoints Tune has deleted since. So when the newest set is not whole, the whole snapshot
+    (every set and tuner.pkl) goes into tune/cut/<session>/, and the sweep starts its Tuner afresh,
+    taking up its Optuna trials and its trials' checkpoints, as after a kill before the first snapshot."""
+    found = tune_files(tune_dir)
+    if found is None:
+        return False, []
+    filesystem, root, files = found
+    sets: dict[str, dict[str, str]] = {}
+    for name in files:
+        if m := SNAPSHOT_FILE.fullmatch(name):
+            sets.setdefault(m["session"], {})[m["kind"]] = name
+    if not sets:
+        return False, []
+    newest = sets[max(sets)]
+    # A kill in the upload may also leave a kind not copied yet, where an older set has it.
+    missing = sorted({kind for kinds in sets.values() for kind in kinds} - set(newest))
+    cut = [name for name in [TUNER_FILE, *newest.values()]
+           if name in files and not file_reads_whole(filesystem, files[name])]
+    if not cut and not missing:
+        return TUNER_FILE in files and "experiment_state" in newest, []
+    folder = f"{root}/{SET_ASIDE_DIR}/{max(sets)}"
+    filesystem.create_dir(folder)
+    for name in [TUNER_FILE, *(name for kinds in sets.values() for name in kinds.values())]:
+        if name in files:
+            filesystem.move(files[name], f"{folder}/{name}")
+    what = f"{cut[0]} cut short" if cut else f"no {missing[0]} of {max(sets)}"
+    return False, [f"Ray Tune's snapshot in {root} was left incomplete by a kill ({what}); it is set aside in "
+                   f"{SET_ASIDE_DIR}/{max(sets)}/ and the sweep goes on from its Optuna studies and its trials' "
+                   "checkpoints"]

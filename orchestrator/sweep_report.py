@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ray import tune
 from ray.tune import ExperimentAnalysis
 
 from orchestrator.report.model import SweepInfo, TrialRecord, ended_status, numeric
 from orchestrator.report.render import ReportFiles, write_report
 from orchestrator.spec import SWEEP_KEY, LoadedSpec, cell_params, expand_cells, sweep_info
-from orchestrator.storage import REPORT_DIR, load_sweep_dir, read_rounds, tune_path
+from orchestrator.storage import REPORT_DIR, load_sweep_dir, newest_experiment_state, read_rounds, tune_path
 from orchestrator.tracking import PROVENANCE_TAG, find_runs, log_report_files, sweep_runs, trial_error
 from trainables.contract import PROVENANCE_KEY, SPECTRA_FILE
 
@@ -78,13 +77,14 @@ class SavedTrials(ExperimentAnalysis):
 
 
 def read_trials(loaded: LoadedSpec) -> list[TrialRecord]:
-    if not tune.Tuner.can_restore(tune_path(loaded)):
+    experiment_state = newest_experiment_state(tune_path(loaded))
+    if experiment_state is None:
         return []
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     spec = loaded.spec
     cells = {c.id: c for c in expand_cells(spec)}
     records = []
-    for trial in SavedTrials(tune_path(loaded)).trials:
+    for trial in SavedTrials(experiment_state).trials:
         where = trial.config.get(SWEEP_KEY, {})
         cell = cells.get(where.get("cell"))
         if cell is None:

@@ -1,6 +1,7 @@
 """Per-cell routing pieces without a Ray cluster: ASHA rungs, scheduler state, search routing."""
 from __future__ import annotations
 
+import json
 import pickle
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ from orchestrator.spec import expand_cells
 from orchestrator.scheduler import CellASHA, SchedulerState, milestones
 from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import load_spec
+from orchestrator.storage import newest_experiment_state, reads_whole, snapshot_to_restore
 
 
 def fake_trial(trial_id: str, cell: str, phase: str = "search", epochs: int = 8):
@@ -190,3 +192,64 @@ def test_one_driver_per_sweep_and_a_killed_driver_leaves_no_stuck_lock(tmp_path,
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
     with driver_lock(loaded.sweep_dir):
         pass
+
+
+# --- Tune's snapshot files, cut short by a kill in their upload -------------------------------------------
+def write_snapshot(tune_dir, session: str) -> dict[str, bytes]:
+    """One driver session's snapshot files as Tune names them (search_gen_state is a pickle too)."""
+    files = {f"experiment_state-{session}.json": json.dumps({"trial_data": [["t", "m"]] * 50}).encode(),
+             f"searcher-state-{session}.pkl": pickle.dumps({"asked": list(range(200))}),
+             f"search_gen_state-{session}.json": pickle.dumps({"counter": 10}),
+             f"callback-states-{session}.pkl": pickle.dumps([{"rungs": list(range(100))}])}
+    tune_dir.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (tune_dir / name).write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("name, data", [
+    ("experiment_state-s.json", json.dumps({"trial_data": list(range(300))}).encode()),
+    ("callback-states-s.pkl", pickle.dumps({"state": [1.5] * 300}, protocol=5)),
+    ("search_gen_state-s.json", pickle.dumps({"counter": "x" * 300}))])
+def test_every_cut_of_a_snapshot_file_reads_as_cut(name, data):
+    assert reads_whole(name, data)
+    assert not any(reads_whole(name, data[:cut]) for cut in range(len(data)))
+
+
+def test_a_whole_newest_snapshot_is_restored(tmp_path):
+    tune_dir = tmp_path / "tune"
+    write_snapshot(tune_dir, "2026-01-01_10-00-00")
+    (tune_dir / "callback-states-2026-01-01_10-00-00.pkl").write_bytes(b"cut")  # an older set is not read
+    write_snapshot(tune_dir, "2026-01-01_11-00-00")
+    (tune_dir / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
+    assert snapshot_to_restore(str(tune_dir)) == (True, [])
+    assert not (tune_dir / "cut").exists()
+
+
+@pytest.mark.parametrize("damage", ["callback-states-2026-01-01_11-00-00.pkl cut short",
+                                    "experiment_state-2026-01-01_11-00-00.json cut short",
+                                    "tuner.pkl cut short", "no searcher-state of 2026-01-01_11-00-00"])
+def test_a_kill_in_the_upload_sets_the_whole_snapshot_aside(tmp_path, damage):
+    """An older driver's snapshot names checkpoints deleted since: the Tuner starts afresh instead."""
+    tune_dir = tmp_path / "tune"
+    write_snapshot(tune_dir, "2026-01-01_10-00-00")
+    write_snapshot(tune_dir, "2026-01-01_11-00-00")
+    (tune_dir / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
+    if damage.startswith("no "):
+        (tune_dir / "searcher-state-2026-01-01_11-00-00.pkl").unlink()
+    else:
+        damaged = tune_dir / damage.split()[0]
+        damaged.write_bytes(damaged.read_bytes()[:-1])
+    assert newest_experiment_state(str(tune_dir)).endswith(
+        "10-00-00.json" if damage.startswith("experiment_state") else "11-00-00.json")
+
+    restore, said = snapshot_to_restore(str(tune_dir))
+    assert not restore and len(said) == 1 and f"({damage})" in said[0], said
+    assert sorted(p.name for p in tune_dir.iterdir()) == ["cut"]
+    assert len(list((tune_dir / "cut" / "2026-01-01_11-00-00").iterdir())) == 9 - damage.startswith("no ")
+    assert newest_experiment_state(str(tune_dir)) is None
+
+
+def test_no_tune_folder_yet_means_nothing_to_restore(tmp_path):
+    assert snapshot_to_restore(str(tmp_path / "tune")) == (False, [])
+    assert newest_experiment_state(str(tmp_path / "tune")) is None
