@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from orchestrator.messages import first_line
 from orchestrator.spec import DEFAULT_STORAGE, LoadedSpec, SpecError, is_uri, load_spec, spec_from_yaml_text
 from orchestrator.spec.schema import NAME_RULE, SAFE_NAME
+from trainables.contract import REPORTED_FILE
 from trainables.provenance import package_version
 
 SPEC_FILE = "sweep.yaml"
@@ -246,6 +247,32 @@ def newest_experiment_state(tune_dir: str) -> Optional[str]:
     return next((f"{tune_dir}/{name}" for name in states if file_reads_whole(filesystem, files[name])), None)
 
 
+def fill_deleted_checkpoints(filesystem, root: str, experiment_state: str) -> None:
+    """Tune deletes a trial's oldest kept checkpoint as soon as a newer one arrives, and its snapshot
+    upload may lag a few checkpoints (a trial with short epochs makes several a second): a kill then
+    leaves the snapshot naming a checkpoint that is gone, and Tune's restore fails that trial, and its
+    retries, with "does not exist on storage anymore". A folder in its place, holding only the epoch
+    Tune knows, lets the trial start; it then takes up its newest checkpoint from its folder and
+    reports again what Tune does not know (trainables.tune_entry)."""
+    import pyarrow.fs  # Ray's own file system layer: tune/ may be behind a storage URI
+
+    with filesystem.open_input_stream(experiment_state) as stream:
+        trials = json.loads(stream.read())["trial_data"]
+    for trial_json, runtime_json in trials:
+        trial, runtime = json.loads(trial_json), json.loads(runtime_json)
+        last_result = runtime.get("last_result") or {}
+        checkpoint = last_result.get("checkpoint_dir_name")
+        if trial.get("status") in ("TERMINATED", "ERROR") or not checkpoint:
+            continue
+        path = f"{root}/{trial['relative_logdir']}/{checkpoint}"
+        if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+            filesystem.create_dir(path)
+            # The epoch Tune knows, so that the trial reports again only the results after it.
+            with filesystem.open_output_stream(f"{path}/{REPORTED_FILE}") as stream:
+                epoch = last_result.get("epoch", last_result.get("training_iteration", 0))
+                stream.write(json.dumps([{"epoch": epoch}]).encode())
+
+
 def snapshot_to_restore(tune_dir: str) -> tuple[bool, list[str]]:
     """Whether Ray Tune can restore the experiment in tune_dir, and what was set aside (lines to
     print). Tune copies its snapshot files to the storage in place, not atomically: a driver killed in
@@ -270,7 +297,10 @@ def snapshot_to_restore(tune_dir: str) -> tuple[bool, list[str]]:
     cut = [name for name in [TUNER_FILE, *newest.values()]
            if name in files and not file_reads_whole(filesystem, files[name])]
     if not cut and not missing:
-        return TUNER_FILE in files and "experiment_state" in newest, []
+        if TUNER_FILE not in files or "experiment_state" not in newest:
+            return False, []
+        fill_deleted_checkpoints(filesystem, root, files[newest["experiment_state"]])
+        return True, []
     folder = f"{root}/{SET_ASIDE_DIR}/{max(sets)}"
     filesystem.create_dir(folder)
     for name in [TUNER_FILE, *(name for kinds in sets.values() for name in kinds.values())]:

@@ -13,6 +13,7 @@ from orchestrator.scheduler import CellASHA, SchedulerState, milestones
 from orchestrator.search import CellSearcher, create_studies
 from orchestrator.spec import load_spec
 from orchestrator.storage import newest_experiment_state, reads_whole, snapshot_to_restore
+from trainables.contract import REPORTED_FILE
 
 
 def fake_trial(trial_id: str, cell: str, phase: str = "search", epochs: int = 8):
@@ -197,7 +198,8 @@ def test_one_driver_per_sweep_and_a_killed_driver_leaves_no_stuck_lock(tmp_path,
 # --- Tune's snapshot files, cut short by a kill in their upload -------------------------------------------
 def write_snapshot(tune_dir, session: str) -> dict[str, bytes]:
     """One driver session's snapshot files as Tune names them (search_gen_state is a pickle too)."""
-    files = {f"experiment_state-{session}.json": json.dumps({"trial_data": [["t", "m"]] * 50}).encode(),
+    ended = [json.dumps({"status": "TERMINATED", "relative_logdir": "c00-search-000"}), json.dumps({"last_result": {}})]
+    files = {f"experiment_state-{session}.json": json.dumps({"trial_data": [ended] * 50}).encode(),
              f"searcher-state-{session}.pkl": pickle.dumps({"asked": list(range(200))}),
              f"search_gen_state-{session}.json": pickle.dumps({"counter": 10}),
              f"callback-states-{session}.pkl": pickle.dumps([{"rungs": list(range(100))}])}
@@ -253,3 +255,32 @@ def test_a_kill_in_the_upload_sets_the_whole_snapshot_aside(tmp_path, damage):
 def test_no_tune_folder_yet_means_nothing_to_restore(tmp_path):
     assert snapshot_to_restore(str(tmp_path / "tune")) == (False, [])
     assert newest_experiment_state(str(tmp_path / "tune")) is None
+
+
+def test_a_checkpoint_the_snapshot_names_but_tune_deleted_since_gets_a_stand_in(tmp_path):
+    """Tune's restore fails a trial whose snapshot checkpoint is gone; a folder holding the epoch Tune
+    knows lets it start and take up its newest checkpoint (tests/test_tune_entry.py). Ended trials are
+    not restored."""
+    tune_dir = tmp_path / "tune"
+    write_snapshot(tune_dir, "2026-01-01_10-00-00")
+    (tune_dir / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
+
+    def trial(status: str, folder: str, checkpoint: str) -> list[str]:
+        runtime = {"last_result": {"epoch": 1, "checkpoint_dir_name": checkpoint}, "checkpoint_manager": {}}
+        return [json.dumps({"status": status, "relative_logdir": folder}), json.dumps(runtime)]
+
+    state = {"trial_data": [trial("RUNNING", "c00-search-000", "checkpoint_000000"),
+                            trial("PENDING", "c00-search-001_ab12", "checkpoint_000003"),
+                            trial("TERMINATED", "c01-search-000", "checkpoint_000000")]}
+    (tune_dir / "experiment_state-2026-01-01_10-00-00.json").write_text(json.dumps(state))
+    for folder, name in [("c00-search-000", "checkpoint_000002"), ("c00-search-001_ab12", "checkpoint_000003"),
+                         ("c01-search-000", "checkpoint_000004")]:
+        (tune_dir / folder / name).mkdir(parents=True)
+        (tune_dir / folder / name / "state.json").write_text("{}")
+
+    assert snapshot_to_restore(str(tune_dir)) == (True, [])
+    stand_in = tune_dir / "c00-search-000" / "checkpoint_000000"
+    assert [p.name for p in stand_in.iterdir()] == [REPORTED_FILE]
+    assert json.loads((stand_in / REPORTED_FILE).read_text()) == [{"epoch": 1}]
+    assert [p.name for p in (tune_dir / "c00-search-001_ab12" / "checkpoint_000003").iterdir()] == ["state.json"]
+    assert not (tune_dir / "c01-search-000" / "checkpoint_000000").exists()

@@ -2,13 +2,17 @@
 import json
 from pathlib import Path
 
-from trainables.tune_entry import REPORTED_FILE, reported_epoch, saved_checkpoints
+import ray.tune
+
+from trainables.contract import REPORTED_FILE
+from trainables.tune_entry import reported_epoch, reported_results, saved_checkpoints
 
 
 def checkpoint(folder: Path, name: str, epoch: int | None) -> None:
     (folder / name).mkdir(parents=True)
     if epoch is not None:
-        (folder / name / REPORTED_FILE).write_text(json.dumps({"epoch": epoch, "knn_acc": 0.5}))
+        history = [{"epoch": e, "knn_acc": 0.1 * e} for e in range(1, epoch + 1)]
+        (folder / name / REPORTED_FILE).write_text(json.dumps(history))
 
 
 def test_the_furthest_checkpoint_wins_across_the_folders_tune_made_for_the_trial(tmp_path):
@@ -35,3 +39,17 @@ def test_the_furthest_checkpoint_wins_across_the_folders_tune_made_for_the_trial
 def test_no_folder_no_checkpoints(tmp_path):
     assert saved_checkpoints(None) == []
     assert saved_checkpoints(str(tmp_path / "never-ran")) == []
+
+
+def test_a_checkpoint_holds_every_result_reported_up_to_it(tmp_path):
+    """What a trial that takes a checkpoint up reports again: every result Tune may not know."""
+    checkpoint(tmp_path / "c00-search-000", "checkpoint_000002", 3)
+    found = ray.tune.Checkpoint.from_directory(str(tmp_path / "c00-search-000" / "checkpoint_000002"))
+    assert [r["epoch"] for r in reported_results(found)] == [1, 2, 3]
+    assert reported_epoch(found) == 3
+
+    # A checkpoint written before the history was kept: its own result alone.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / REPORTED_FILE).write_text(json.dumps({"epoch": 7, "knn_acc": 0.4}))
+    old = ray.tune.Checkpoint.from_directory(str(tmp_path / "old"))
+    assert reported_results(old) == [{"epoch": 7, "knn_acc": 0.4}] and reported_epoch(old) == 7

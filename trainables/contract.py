@@ -24,8 +24,12 @@ from trainables.stand_in import STATE_FILE, validate_stand_in
 
 # The orchestrator's part (SPECTRA_FILE: the ssl artifact that holds each epoch's spectra, for the
 # report); ssl_trial_config and loss_term_metric are trainables.train's.
-__all__ = ["FAMILIES", "PROVENANCE_KEY", "SPECTRA_FILE", "TRIAL_KINDS", "TrainingLoad", "TrialKind",
+__all__ = ["FAMILIES", "PROVENANCE_KEY", "REPORTED_FILE", "SPECTRA_FILE", "TRIAL_KINDS", "TrainingLoad", "TrialKind",
            "datasets_needing_root", "method_family", "method_names"]
+
+# In each trial checkpoint: every result the trial reported up to it, a JSON list, the checkpoint's
+# own last (trainables.tune_entry writes it; a resume reads the epoch Tune knew from it).
+REPORTED_FILE = "reported_metrics.json"
 
 
 def method_names() -> list[str]:

@@ -35,14 +35,13 @@ import ray
 from ray import tune
 from ray.util.placement_group import PlacementGroup
 
+from trainables.contract import REPORTED_FILE
 from trainables.errors import CheckpointError
 from trainables.provenance import PROVENANCE_KEY, RAY_NODE_KEY
 from trainables.stand_in import train_stand_in
 from trainables.train import read_checkpoint, train
 
 log = logging.getLogger(__name__)
-# The metrics reported with a checkpoint, kept in it.
-REPORTED_FILE = "reported_metrics.json"
 # Tune's name for a trial's n-th checkpoint folder (zero-padded, so names sort as numbers).
 CHECKPOINT_NAME = re.compile(r"checkpoint_\d{6}")
 
@@ -55,15 +54,19 @@ def run_under_tune(train_fn: TrainFunction, trial_config: dict, checkpoint_folde
     retried or restored trial resumes from its latest checkpoint; from the one before when that
     cannot be read (the sweep keeps two), and from the start when none can. Ray's last snapshot
     before a kill may not know a trial's newest checkpoints, or the trial at all (it then starts
-    again under a new id): the trial takes up the newest in its `checkpoint_folder`. The provenance of every
-    result names the Ray node the trial runs on (a retried trial may run on another node)."""
+    again under a new id): the trial takes up the newest in its `checkpoint_folder` and reports
+    again every result it holds that Tune does not know, so that the driver (MLflow, the scheduler)
+    sees each epoch. The provenance of every result names the Ray node the trial runs on (a retried
+    trial may run on another node)."""
     node_id = ray.get_runtime_context().get_node_id()
+    history: list[dict] = []
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
         provenance = metrics.get(PROVENANCE_KEY)
         if isinstance(provenance, dict):
             metrics = {**metrics, PROVENANCE_KEY: {**provenance, RAY_NODE_KEY: node_id}}
-        (Path(checkpoint_dir) / REPORTED_FILE).write_text(json.dumps(metrics, default=float))
+        history.append(metrics)
+        (Path(checkpoint_dir) / REPORTED_FILE).write_text(json.dumps(history, default=float))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
     latest = tune.get_checkpoint()
@@ -72,35 +75,40 @@ def run_under_tune(train_fn: TrainFunction, trial_config: dict, checkpoint_folde
     candidates = saved_checkpoints(checkpoint_folder) or (restore_candidates(latest) if latest else [])
     for checkpoint in candidates:
         with checkpoint.as_directory() as directory:
-            if reported_epoch(checkpoint) > known_epoch:
-                # The killed driver may never have received this checkpoint's result: report it again
-                # (MLflow's writer skips an epoch it has logged).
-                report_again(directory)
+            history[:] = reported_results(checkpoint)
+            unknown = [result for result in history if result.get("epoch", 0) > known_epoch]
+            # The killed driver may never have received these results: report them again, the last
+            # with its checkpoint (MLflow's writer skips an epoch it has logged).
+            for result in unknown:
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory)
+                            if result is history[-1] else None)
+            known_epoch = max([known_epoch, *(result["epoch"] for result in unknown)])
             try:
                 train_fn(trial_config, report, directory)
                 return
             except CheckpointError as exc:
                 log.warning("trial %s: checkpoint %s cannot be read (%s); trying the one before",
                             tune.get_context().get_trial_name(), checkpoint.path, exc)
+    history.clear()
     train_fn(trial_config, report, None)
 
 
-def report_again(checkpoint_dir: str) -> None:
-    path = Path(checkpoint_dir) / REPORTED_FILE
+def reported_results(checkpoint: tune.Checkpoint) -> list[dict]:
+    """The results reported up to `checkpoint`, oldest first; none when they cannot be read."""
     try:
-        metrics = json.loads(path.read_text())
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{REPORTED_FILE}") as stream:
+            results = json.loads(stream.read())
     except (OSError, ValueError):
-        return  # an unreadable checkpoint: the trial's own load says so and the one before is tried
-    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        return []
+    # A checkpoint from before the history was kept holds its own result alone.
+    results = results if isinstance(results, list) else [results]
+    return [result for result in results if isinstance(result, dict) and isinstance(result.get("epoch"), (int, float))]
 
 
 def reported_epoch(checkpoint: tune.Checkpoint) -> int:
     """The epoch whose result was reported with `checkpoint`; -1 when that cannot be read."""
-    try:
-        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{REPORTED_FILE}") as stream:
-            return int(json.loads(stream.read()).get("epoch", -1))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return -1
+    results = reported_results(checkpoint)
+    return int(results[-1]["epoch"]) if results else -1
 
 
 def restore_candidates(latest: tune.Checkpoint) -> list[tune.Checkpoint]:
