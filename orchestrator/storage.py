@@ -261,10 +261,10 @@ def fill_deleted_checkpoints(filesystem, root: str, experiment_state: str) -> No
     for trial_json, runtime_json in trials:
         trial, runtime = json.loads(trial_json), json.loads(runtime_json)
         last_result = runtime.get("last_result") or {}
-        checkpoint = last_result.get("checkpoint_dir_name")
-        if trial.get("status") in ("TERMINATED", "ERROR") or not checkpoint:
+        checkpoint, folder = last_result.get("checkpoint_dir_name"), trial.get("relative_logdir")
+        if trial.get("status") in ("TERMINATED", "ERROR") or not checkpoint or not folder:
             continue
-        path = f"{root}/{trial['relative_logdir']}/{checkpoint}"
+        path = f"{root}/{folder}/{checkpoint}"
         if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
             filesystem.create_dir(path)
             # The epoch Tune knows, so that the trial reports again only the results after it.
