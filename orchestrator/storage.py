@@ -217,7 +217,7 @@ def reads_whole(name: str, data: bytes) -> bool:
     return True
 
 
-def tune_files(tune_dir: str):
+def tune_files(tune_dir: str) -> Optional[tuple["pyarrow.fs.FileSystem", str, dict[str, str]]]:
     """Ray Tune's experiment folder (a local path or a URI) as (file system, path, {file name: path} of
     the files at its top), or None while it does not exist."""
     import pyarrow.fs  # Ray's own file system layer: tune/ may be behind a storage URI
@@ -231,7 +231,7 @@ def tune_files(tune_dir: str):
     return filesystem, root, files
 
 
-def file_reads_whole(filesystem, path: str) -> bool:
+def file_reads_whole(filesystem: "pyarrow.fs.FileSystem", path: str) -> bool:
     with filesystem.open_input_stream(path) as stream:
         return reads_whole(Path(path).name, stream.read())
 
@@ -247,7 +247,7 @@ def newest_experiment_state(tune_dir: str) -> Optional[str]:
     return next((f"{tune_dir}/{name}" for name in states if file_reads_whole(filesystem, files[name])), None)
 
 
-def fill_deleted_checkpoints(filesystem, root: str, experiment_state: str) -> None:
+def fill_deleted_checkpoints(filesystem: "pyarrow.fs.FileSystem", root: str, experiment_state: str) -> None:
     """Tune deletes a trial's oldest kept checkpoint as soon as a newer one arrives, and its snapshot
     upload may lag a few checkpoints (a trial with short epochs makes several a second): a kill then
     leaves the snapshot naming a checkpoint that is gone, and Tune's restore fails that trial, and its
